@@ -1,0 +1,43 @@
+"""Builds the aiohttp application around a Vault."""
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from . import routes_admin, routes_audit, routes_records, routes_system
+from .auth import auth_middleware
+from .errors import error_middleware
+
+log = logging.getLogger("medvault.api")
+
+
+def _observe_middleware(vault):
+    """Request latency by route template and one JSON access-log line (no query
+    strings: they carry patient ids)."""
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            elapsed = time.perf_counter() - started
+            vault.metrics.requests.labels(request.method, route, str(status)).observe(elapsed)
+            log.info("request", extra={"method": request.method, "route": route, "status": status,
+                                       "ms": round(elapsed * 1000, 2)})
+    return middleware
+
+
+def make_app(vault) -> web.Application:
+    app = web.Application(middlewares=[_observe_middleware(vault), error_middleware, auth_middleware(vault)])
+    app["vault"] = vault
+    app["log"] = log
+    for module in (routes_system, routes_records, routes_admin, routes_audit):
+        app.add_routes(module.routes)
+    return app

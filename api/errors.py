@@ -1,0 +1,55 @@
+"""One error shape for every failure: ``{"error": {"code", "message"}}``.
+
+Engine errors map to their status by kind; aiohttp's own HTTP errors (unknown
+route, wrong method) are reshaped; anything unexpected is logged by type only
+and answered with a generic 500 that reveals nothing.
+"""
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from daemon import errors as e
+
+log = logging.getLogger("medvault.api")
+
+STATUS = {
+    e.BadRequest: 400, e.Unauthorized: 401, e.Forbidden: 403, e.NotFound: 404, e.Conflict: 409,
+    e.TooLarge: 413, e.UnsupportedMediaType: 415, e.InvalidRecord: 422, e.IntegrityError: 502,
+    e.BlockNotFound: 502, e.BackendUnavailable: 503,
+}
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+               416: "range_not_satisfiable", 422: "invalid_record"}
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+def status_of(error: e.VaultError) -> int:
+    for kind in type(error).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 500
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except e.VaultError as error:
+        status = status_of(error)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return error_response(status, error.code, error.message, headers)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return error_response(error.status, _HTTP_CODES.get(error.status, "http_error"), error.reason,
+                              {k: v for k, v in error.headers.items() if k.lower() == "allow"})
+    except Exception as error:  # a bug: log the type, never the message (may hold data)
+        log.error("unhandled error", extra={"error_type": type(error).__name__,
+                                             "route": request.match_info.route.resource.canonical
+                                             if request.match_info.route.resource else None})
+        return error_response(500, "internal_error", "the server failed to handle this request")

@@ -1,0 +1,32 @@
+"""/v1/principals and /v1/tokens (admin scope)."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from .auth import caller_of, scope
+from .params import json_object
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/principals")
+@scope("admin")
+async def add_principal(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    created = await request.app["vault"].add_principal(caller_of(request), body.get("name"))
+    return web.json_response(created, status=201)
+
+
+@routes.get("/v1/principals")
+@scope("admin")
+async def list_principals(request: web.Request) -> web.Response:
+    return web.json_response({"items": await request.app["vault"].list_principals()})
+
+
+@routes.post("/v1/tokens")
+@scope("admin")
+async def create_token(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    token = await request.app["vault"].create_token(caller_of(request), body.get("principal"),
+                                                    body.get("scopes"), body.get("expires"))
+    return web.json_response(token, status=201, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,25 @@
+"""/v1/audit: entries (own records with read, everything with operator) and chain verification."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from .auth import caller_of, scope
+from .params import int_param
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/audit")
+@scope("read", "operator")
+async def list_audit(request: web.Request) -> web.Response:
+    q = request.query
+    result = await request.app["vault"].audit_entries(
+        caller_of(request), record=q.get("record"), principal=q.get("principal"), since=q.get("since"),
+        after=int_param(request, "after", 0), limit=int_param(request, "limit", 100))
+    return web.json_response(result)
+
+
+@routes.get("/v1/audit/verify")
+@scope("operator")
+async def verify_audit(request: web.Request) -> web.Response:
+    return web.json_response(await request.app["vault"].verify_audit())

@@ -1,0 +1,135 @@
+"""/v1/records: upload, search, read (with Range), versions, update, erase."""
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from daemon.errors import BadRequest, VaultError
+from daemon.record_input import RecordInput
+
+from .auth import caller_of, scope
+from .errors import error_response, status_of
+from .params import int_param
+
+routes = web.RouteTableDef()
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_BODY_PIECE = 256 * 1024
+
+
+def _record_input(request: web.Request) -> RecordInput:
+    q = request.query
+    return RecordInput(patient=q.get("patient"), type=q.get("type"), title=q.get("title"),
+                       tags=q.getall("tag", []), date=q.get("date"))
+
+
+def _wait_param(request: web.Request) -> bool:
+    wait = request.query.get("wait")
+    if wait not in (None, "pinned"):
+        raise BadRequest("wait may only be 'pinned'", "bad_wait")
+    return wait == "pinned"
+
+
+@routes.post("/v1/records")
+@scope("write")
+async def create_record(request: web.Request) -> web.Response:
+    wait = _wait_param(request)
+    vault = request.app["vault"]
+    record = await vault.create(caller_of(request), request.content.iter_chunked(_BODY_PIECE),
+                                request.headers.get("Content-Type"), _record_input(request),
+                                request.content_length)
+    if wait:
+        record = await vault.wait_pinned(caller_of(request), record)
+    return web.json_response(record, status=201, headers={"Location": f"/v1/records/{record['id']}"})
+
+
+@routes.get("/v1/records")
+@scope("read")
+async def search_records(request: web.Request) -> web.Response:
+    q = request.query
+    result = await request.app["vault"].search(
+        caller_of(request), patient=q.get("patient"), type=q.get("type"), tags=q.getall("tag", []),
+        code=q.get("code"), since=q.get("since"), until=q.get("until"), q=q.get("q"),
+        limit=int_param(request, "limit", 100), cursor=q.get("cursor"))
+    return web.json_response(result)
+
+
+@routes.get("/v1/records/{id}")
+@scope("read")
+async def get_record(request: web.Request) -> web.Response:
+    return web.json_response(await request.app["vault"].get(caller_of(request), request.match_info["id"]))
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range → inclusive (start, end); None = whole body; ValueError = 416."""
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if not match or match.groups() == ("", ""):
+        return None  # multi-range or malformed: RFC 9110 lets us serve the whole body
+    first, last = match.groups()
+    if first == "":
+        length = int(last)
+        if length == 0:
+            raise ValueError("empty suffix range")
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        raise ValueError("range outside the record")
+    return start, end
+
+
+@routes.get("/v1/records/{id}/content")
+@scope("read")
+async def get_content(request: web.Request) -> web.StreamResponse:
+    opened = await request.app["vault"].open(caller_of(request), request.match_info["id"])
+    try:
+        span = parse_range(request.headers.get("Range"), opened.size)
+    except ValueError:
+        return error_response(416, "range_not_satisfiable", "the requested range is outside the record",
+                              {"Content-Range": f"bytes */{opened.size}"})
+    start, end = span if span else (0, opened.size - 1)
+    pieces = opened.stream(start, end)
+    first = await pieces.__anext__()  # verified before any header goes out: errors still get JSON
+    response = web.StreamResponse(status=206 if span else 200, headers={
+        "Content-Type": opened.content_type, "Content-Length": str(end - start + 1),
+        "Accept-Ranges": "bytes", "ETag": f'"{opened.row["cid"]}"', "Cache-Control": "no-store",
+        **({"Content-Range": f"bytes {start}-{end}/{opened.size}"} if span else {}),
+    })
+    await response.prepare(request)
+    try:
+        await response.write(first)
+        async for piece in pieces:
+            await response.write(piece)
+    except VaultError as error:
+        # Headers are gone; cutting the connection is the only honest signal left.
+        request.app["log"].warning("read aborted mid-stream", extra={"status": status_of(error),
+                                                                     "code": error.code})
+        request.transport.close() if request.transport else None
+        return response
+    await response.write_eof()
+    return response
+
+
+@routes.put("/v1/records/{id}")
+@scope("write")
+async def update_record(request: web.Request) -> web.Response:
+    record = await request.app["vault"].update(
+        caller_of(request), request.match_info["id"], request.content.iter_chunked(_BODY_PIECE),
+        request.headers.get("Content-Type"), _record_input(request), request.content_length)
+    return web.json_response(record)
+
+
+@routes.delete("/v1/records/{id}")
+@scope("write")
+async def erase_record(request: web.Request) -> web.Response:
+    await request.app["vault"].erase(caller_of(request), request.match_info["id"])
+    return web.Response(status=204)
+
+
+@routes.get("/v1/records/{id}/versions")
+@scope("read")
+async def list_versions(request: web.Request) -> web.Response:
+    items = await request.app["vault"].versions(caller_of(request), request.match_info["id"])
+    return web.json_response({"items": items})

@@ -1,0 +1,1 @@
+"""medvault engine: crypto, formats, block stores, the Vault service and the CLI."""

@@ -1,0 +1,1 @@
+"""Block stores and pinners: the swappable storage backends (see base.py)."""

@@ -1,0 +1,78 @@
+"""The two storage interfaces every backend implements.
+
+``BlockStore`` moves content-addressed blocks; ``Pinner`` turns the index's
+desired pin state into the backend's actual state and reports it per peer.
+Modelled on IPFS Cluster's component split so that ``local``, ``kubo`` and
+``cluster`` are interchangeable behind the Vault.
+
+Contracts:
+- ``put_many`` returns only when every block is durable in the backend, and
+  checks that the backend stored each block under the CID we computed.
+- ``get`` returns bytes whose hash matches the CID, or raises
+  ``IntegrityError``; missing blocks raise ``BlockNotFound``; an unreachable
+  backend raises ``BackendUnavailable``.
+- ``delete_many`` is best-effort (erasure and garbage collection).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from ..blocks import Block
+from ..cid import Cid
+
+
+class BlockStore(ABC):
+    name: str = "abstract"
+
+    @abstractmethod
+    async def put_many(self, blocks: list[Block]) -> None: ...
+
+    @abstractmethod
+    async def get(self, cid: Cid) -> bytes: ...
+
+    @abstractmethod
+    async def has(self, cid: Cid) -> bool: ...
+
+    @abstractmethod
+    async def delete_many(self, cids: list[Cid]) -> None: ...
+
+    @abstractmethod
+    def all_cids(self) -> AsyncIterator[tuple[Cid, float]]:
+        """Every stored block with its write time (for garbage collection)."""
+
+    @abstractmethod
+    async def health(self) -> dict: ...
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class PinStatus:
+    """Actual state of one pin: overall status, replica count, and per peer."""
+
+    status: str  # pinned | pinning | degraded | failed | unpinned
+    replicas: int
+    peers: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Pinner(ABC):
+    name: str = "abstract"
+
+    @abstractmethod
+    async def pin(self, cid: Cid, replication_min: int, replication_max: int) -> PinStatus: ...
+
+    @abstractmethod
+    async def unpin(self, cid: Cid) -> None: ...
+
+    @abstractmethod
+    async def status(self, cid: Cid) -> PinStatus: ...
+
+    async def recover(self, cid: Cid, replication_min: int, replication_max: int) -> PinStatus:
+        return await self.pin(cid, replication_min, replication_max)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,94 @@
+"""CIDv1 / sha2-256 for the two codecs medvault writes (raw chunks, dag-cbor nodes).
+
+multiformats' ``CID`` constructor validates every argument at run time and
+manages about 8,000 CIDs a second; the small-record path needs several per
+record, so CIDs we create ourselves are built from hashlib bytes directly and
+converted to ``multiformats.CID`` only where dag-cbor needs a link object.
+Untrusted CID strings are still parsed by multiformats and then narrowed to
+what format version 1 allows. The equivalence is checked in the unit tests.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+from multiformats import CID as _MfCID
+
+RAW = 0x55
+DAG_CBOR = 0x71
+_SHA2_256 = 0x12
+_DIGEST_LEN = 32
+_CODECS = {RAW: "raw", DAG_CBOR: "dag-cbor"}
+
+
+class Cid:
+    """An immutable CIDv1 (sha2-256, raw or dag-cbor), kept as its binary form."""
+
+    __slots__ = ("_bytes", "_str")
+
+    def __init__(self, binary: bytes):
+        if (
+            len(binary) != 4 + _DIGEST_LEN
+            or binary[0] != 1
+            or binary[1] not in _CODECS
+            or binary[2] != _SHA2_256
+            or binary[3] != _DIGEST_LEN
+        ):
+            raise ValueError("not a CIDv1 sha2-256 raw/dag-cbor CID")
+        self._bytes = bytes(binary)
+        self._str: str | None = None
+
+    @classmethod
+    def for_data(cls, codec: int, data: bytes | bytearray | memoryview) -> "Cid":
+        """The CID of ``data`` under ``codec`` (sha2-256)."""
+        return cls(bytes((1, codec, _SHA2_256, _DIGEST_LEN)) + hashlib.sha256(data).digest())
+
+    @classmethod
+    def parse(cls, text: str) -> "Cid":
+        """Parses a CID string; anything but CIDv1 sha2-256 raw/dag-cbor is a ValueError."""
+        try:
+            mf = _MfCID.decode(text)
+        except Exception as exc:  # multiformats raises several unrelated types
+            raise ValueError("not a valid CID") from exc
+        return cls(bytes(mf))
+
+    @classmethod
+    def from_link(cls, link: _MfCID) -> "Cid":
+        """Narrows a dag-cbor link (multiformats CID) read from a block."""
+        if not isinstance(link, _MfCID):
+            raise ValueError("expected an IPLD link")
+        return cls(bytes(link))
+
+    @property
+    def codec(self) -> int:
+        return self._bytes[1]
+
+    @property
+    def digest(self) -> bytes:
+        return self._bytes[4:]
+
+    def to_link(self) -> _MfCID:
+        """The multiformats CID dag-cbor encodes as a tag-42 link (slow; use sparingly)."""
+        return _MfCID.decode(self._bytes)
+
+    def matches(self, data: bytes | bytearray | memoryview) -> bool:
+        """True when ``data`` hashes to this CID (constant-time digest compare)."""
+        return hmac.compare_digest(hashlib.sha256(data).digest(), self.digest)
+
+    def __bytes__(self) -> bytes:
+        return self._bytes
+
+    def __str__(self) -> str:
+        if self._str is None:
+            self._str = "b" + base64.b32encode(self._bytes).decode("ascii").lower().rstrip("=")
+        return self._str
+
+    def __repr__(self) -> str:
+        return f"Cid({self})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Cid) and other._bytes == self._bytes
+
+    def __hash__(self) -> int:
+        return hash(self._bytes)

@@ -1,0 +1,166 @@
+"""The ``medvault`` command line (see API.md). ``init``, ``daemon`` and ``gc``
+work on a data dir directly; the other commands talk to the running daemon."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import mimetypes
+import os
+import sys
+
+from . import logs
+from .client import Client, ClientError, print_json, resolve
+from .config import DEFAULT_LISTEN, Config
+from .errors import VaultError
+from .keystore import KeyStoreError
+from .node import InitError, close_vault, init_data_dir, open_vault
+
+mimetypes.add_type("application/fhir+json", ".fhir.json")
+
+
+def _parser() -> argparse.ArgumentParser:
+    # --data-dir is accepted before or after the command (`medvault init --data-dir D`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default=argparse.SUPPRESS,
+                        help="the node's data dir (default: $MEDVAULT_DATA_DIR or ./.medvault)")
+    parser = argparse.ArgumentParser(prog="medvault", description="Encrypted medical records on IPFS.",
+                                     parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True)
+    real_add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: real_add_parser(*a, parents=[common], **k)
+
+    p = sub.add_parser("init", help="create a data dir, keys and the owner token")
+    p.add_argument("--backend", choices=("local", "kubo", "cluster"), default=None)
+    p.add_argument("--ipfs-api", help="Kubo RPC URL, e.g. http://127.0.0.1:5001")
+    p.add_argument("--cluster-api", help="IPFS Cluster REST URL, e.g. http://127.0.0.1:9094")
+
+    p = sub.add_parser("daemon", help="run the node in the foreground")
+    p.add_argument("--listen", default=None, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
+    p.add_argument("--log-level", default="INFO")
+
+    p = sub.add_parser("put", help="store a file as a new record")
+    p.add_argument("file", help="a path, or - for standard input")
+    p.add_argument("--patient")
+    p.add_argument("--type")
+    p.add_argument("--title")
+    p.add_argument("--tag", action="append", default=[])
+    p.add_argument("--date")
+    p.add_argument("--content-type", help="media type (default: guessed from the file name)")
+    p.add_argument("--wait-pinned", action="store_true")
+
+    p = sub.add_parser("get", help="write a record's content to a file or stdout")
+    p.add_argument("id")
+    p.add_argument("-o", "--output")
+
+    p = sub.add_parser("search", help="find records")
+    for name in ("patient", "type", "code", "since", "until", "q", "cursor"):
+        p.add_argument(f"--{name}")
+    p.add_argument("--tag", action="append", default=[])
+    p.add_argument("--limit", type=int)
+
+    p = sub.add_parser("principal", help="manage principals")
+    psub = p.add_subparsers(dest="action", required=True)
+    psub.add_parser("add", parents=[common]).add_argument("name")
+    psub.add_parser("list", parents=[common])
+
+    p = sub.add_parser("token", help="manage API tokens")
+    tsub = p.add_subparsers(dest="action", required=True)
+    t = tsub.add_parser("create", parents=[common])
+    t.add_argument("--principal", required=True)
+    t.add_argument("--scope", action="append", required=True, help="repeatable, or comma-separated")
+    t.add_argument("--expires")
+
+    p = sub.add_parser("gc", help="delete blocks no pinned record refers to (local backend)")
+    p.add_argument("--grace", type=float, default=None, help="seconds a new block is spared (default: config)")
+    p.add_argument("--force", action="store_true", help="collect even when the index pins nothing")
+    return parser
+
+
+def _data_dir(args) -> str:
+    return args.data_dir or os.environ.get("MEDVAULT_DATA_DIR") or ".medvault"
+
+
+async def _local_command(args) -> int:
+    if args.command == "init":
+        backend = args.backend or ("cluster" if args.cluster_api else "kubo" if args.ipfs_api else "local")
+        config = Config(data_dir=_data_dir(args), backend=backend, ipfs_api=args.ipfs_api,
+                        cluster_api=args.cluster_api)
+        print(json.dumps(await init_data_dir(config)))
+        return 0
+    config = Config.load(_data_dir(args))
+    if args.command == "daemon":
+        from .server import serve
+        logs.setup(args.log_level)
+        await serve(config, args.listen or config.listen)
+        return 0
+    vault = await open_vault(config)
+    try:
+        grace = config.gc_grace_seconds if args.grace is None else args.grace
+        print_json(await vault.collect_garbage(grace, force=args.force))
+    finally:
+        await close_vault(vault)
+    return 0
+
+
+async def _client_command(args) -> int:
+    api, token = resolve(args.data_dir)
+    async with Client(api, token) as client:
+        if args.command == "put":
+            params = [(k, v) for k, v in (("patient", args.patient), ("type", args.type), ("title", args.title),
+                                          ("date", args.date)) if v] + [("tag", t) for t in args.tag]
+            if args.wait_pinned:
+                params.append(("wait", "pinned"))
+            if args.file == "-":
+                source, size = sys.stdin.buffer, None
+                content_type = args.content_type or "application/octet-stream"
+            else:
+                source, size = open(args.file, "rb"), os.path.getsize(args.file)
+                content_type = args.content_type or mimetypes.guess_type(args.file)[0] or "application/octet-stream"
+            with source:
+                print_json(await client.upload("/v1/records", source, size, content_type, params))
+        elif args.command == "get":
+            path = f"/v1/records/{args.id}/content"
+            if args.output:
+                partial = args.output + ".partial"
+                try:
+                    with open(partial, "wb") as sink:
+                        await client.download(path, sink)
+                    os.replace(partial, args.output)
+                finally:
+                    if os.path.exists(partial):
+                        os.unlink(partial)
+            else:
+                await client.download(path, sys.stdout.buffer)
+        elif args.command == "search":
+            params = [(k, str(v)) for k in ("patient", "type", "code", "since", "until", "q", "cursor", "limit")
+                      if (v := getattr(args, k)) is not None] + [("tag", t) for t in args.tag]
+            print_json(await client.request("GET", "/v1/records", params=params))
+        elif args.command == "principal":
+            if args.action == "add":
+                print_json(await client.request("POST", "/v1/principals", json={"name": args.name}))
+            else:
+                print_json(await client.request("GET", "/v1/principals"))
+        elif args.command == "token":
+            scopes = [s for item in args.scope for s in item.split(",") if s]
+            print_json(await client.request("POST", "/v1/tokens", json={
+                "principal": args.principal, "scopes": scopes, "expires": args.expires}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.data_dir = getattr(args, "data_dir", None)
+    local = args.command in ("init", "daemon", "gc")
+    try:
+        return asyncio.run(_local_command(args) if local else _client_command(args))
+    except (ClientError, VaultError, InitError, KeyStoreError, FileNotFoundError, ValueError) as exc:
+        message = exc.message if isinstance(exc, VaultError) else str(exc)
+        print(f"medvault: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

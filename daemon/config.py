@@ -1,0 +1,75 @@
+"""Node configuration: ``<data>/config.json``, written once by ``medvault init``.
+
+Every limit a deployment may want to tune lives here with its default, so a
+node's behaviour is visible in one file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from .crypto import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from .fsutil import atomic_write
+
+CONFIG_FILE = "config.json"
+DEFAULT_LISTEN = "127.0.0.1:7420"
+
+
+@dataclass
+class Config:
+    data_dir: str
+    backend: str = "local"  # local | kubo | cluster
+    ipfs_api: str | None = None
+    cluster_api: str | None = None
+    listen: str = DEFAULT_LISTEN
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    max_record_bytes: int = 4 * 1024 ** 3
+    max_fhir_bytes: int = 16 * 1024 ** 2
+    ingest_concurrency: int = 4
+    read_prefetch: int = 4
+    replication_min: int = 2
+    replication_max: int = 3
+    gc_grace_seconds: int = 3600
+    master_key: dict = field(default_factory=dict)
+
+    @property
+    def blocks_dir(self) -> str:
+        return os.path.join(self.data_dir, "blocks")
+
+    @property
+    def keys_dir(self) -> str:
+        return os.path.join(self.data_dir, "keys")
+
+    @property
+    def index_path(self) -> str:
+        return os.path.join(self.data_dir, "index.sqlite")
+
+    def validate(self) -> "Config":
+        if self.backend not in ("local", "kubo", "cluster"):
+            raise ValueError("backend must be local, kubo or cluster")
+        if self.backend == "kubo" and not self.ipfs_api:
+            raise ValueError("the kubo backend needs --ipfs-api")
+        if self.backend == "cluster" and not (self.ipfs_api and self.cluster_api):
+            raise ValueError("the cluster backend needs --ipfs-api and --cluster-api")
+        if not 1024 <= self.chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be between 1024 and {MAX_CHUNK_SIZE}")
+        if not 1 <= self.replication_min <= self.replication_max:
+            raise ValueError("replication_min must be at least 1 and at most replication_max")
+        return self
+
+    def save(self, exclusive: bool = False) -> None:
+        doc = {k: v for k, v in asdict(self).items() if k != "data_dir"}
+        atomic_write(os.path.join(self.data_dir, CONFIG_FILE), json.dumps(doc, indent=2).encode() + b"\n",
+                     0o600, exclusive=exclusive)
+
+    @classmethod
+    def load(cls, data_dir: str) -> "Config":
+        path = os.path.join(data_dir, CONFIG_FILE)
+        try:
+            with open(path, "rb") as handle:
+                doc = json.loads(handle.read())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no medvault data dir at {data_dir} (run `medvault init` first)") from None
+        known = set(cls.__dataclass_fields__) - {"data_dir"}
+        return cls(data_dir=data_dir, **{k: v for k, v in doc.items() if k in known}).validate()

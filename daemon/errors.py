@@ -1,0 +1,62 @@
+"""Errors the engine raises; the HTTP layer maps each kind to a status code.
+
+Messages are for a person and must never contain plaintext, keys, tokens or
+patient identifiers: they end up in logs and HTTP bodies.
+"""
+from __future__ import annotations
+
+
+class VaultError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class BadRequest(VaultError):
+    code = "bad_request"
+
+
+class Unauthorized(VaultError):
+    code = "unauthorized"
+
+
+class Forbidden(VaultError):
+    code = "forbidden"
+
+
+class NotFound(VaultError):
+    code = "not_found"
+
+
+class Conflict(VaultError):
+    code = "conflict"
+
+
+class TooLarge(VaultError):
+    code = "too_large"
+
+
+class UnsupportedMediaType(VaultError):
+    code = "unsupported_media_type"
+
+
+class InvalidRecord(VaultError):
+    code = "invalid_record"
+
+
+class IntegrityError(VaultError):
+    """A block read back does not match its CID or fails to open."""
+
+    code = "integrity_error"
+
+
+class BackendUnavailable(VaultError):
+    code = "backend_unavailable"
+
+
+class BlockNotFound(VaultError):
+    code = "block_not_found"

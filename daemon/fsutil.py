@@ -1,0 +1,40 @@
+"""Crash-safe file writes: a reader sees the old file or the whole new one."""
+from __future__ import annotations
+
+import os
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o600, exclusive: bool = False,
+                 sync_dir: bool = True) -> None:
+    """Writes ``data`` to a temp file, fsyncs it, renames it over ``path`` and
+    fsyncs the directory. ``exclusive`` refuses to replace an existing file;
+    ``sync_dir=False`` leaves the directory fsync to a caller writing many files."""
+    directory = os.path.dirname(path) or "."
+    tmp = f"{path}.tmp-{os.getpid()}-{id(data)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if exclusive:
+            os.link(tmp, path)  # fails with FileExistsError instead of replacing
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    if sync_dir:
+        fsync_dir(directory)

@@ -1,0 +1,85 @@
+"""Creating a data dir and opening a node: the one place that wires config,
+keys, index, backend and Vault together (the CLI and tests both use it)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from indexer import principals as principal_rows
+from indexer.db import Database
+
+from . import timeutil
+from .auth import SCOPES, issue_token
+from .blockstore.local import LocalBlockStore, LocalPinner
+from .config import Config
+from .fsutil import atomic_write
+from .identity import Principal
+from .keystore import KeyStore, create_master_key, load_master_key
+from .vault import Vault
+
+log = logging.getLogger("medvault.node")
+OWNER_TOKEN_FILE = "owner.token"
+
+
+class InitError(Exception):
+    pass
+
+
+async def init_data_dir(config: Config) -> dict:
+    """``medvault init``: data dir, config, master key, node key, the "owner"
+    principal and an all-scopes token for it in ``owner.token``."""
+    config.validate()
+    data_dir = config.data_dir
+    if os.path.exists(os.path.join(data_dir, "config.json")):
+        raise InitError(f"{data_dir} is already a medvault data dir; refusing to overwrite")
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    if os.listdir(data_dir):
+        raise InitError(f"{data_dir} is not empty; refusing to overwrite")
+    config.master_key = create_master_key(data_dir)
+    keys = KeyStore(config.keys_dir, load_master_key(data_dir, config.master_key))
+    node_key = Principal.generate("node")
+    owner = Principal.generate("owner")
+    keys.add(node_key, role="node")
+    keys.add(owner)
+    db = Database(config.index_path)
+    await db.start()
+    try:
+        now = timeutil.now()
+        await db.write(principal_rows.add_principal, node_key.did, "node", "node", now)
+        await db.write(principal_rows.add_principal, owner.did, "owner", "principal", now)
+        _, token = await issue_token(db, owner.did, list(SCOPES), None)
+    finally:
+        await db.close()
+    token_file = os.path.join(data_dir, OWNER_TOKEN_FILE)
+    atomic_write(token_file, token.encode() + b"\n", 0o600, exclusive=True)
+    config.save(exclusive=True)  # last: its presence marks a complete init
+    return {"did": owner.did, "token_file": os.path.abspath(token_file)}
+
+
+def make_backend(config: Config):
+    if config.backend == "local":
+        store = LocalBlockStore(config.blocks_dir)
+        store.remove_temp_files()
+        return store, LocalPinner(store)
+    raise ValueError(f"backend {config.backend!r} is not available in this build")
+
+
+async def open_vault(config: Config) -> Vault:
+    keys = KeyStore(config.keys_dir, load_master_key(config.data_dir, config.master_key))
+    db = Database(config.index_path)
+    await db.start()
+    blocks, pinner = make_backend(config)
+    return Vault(config, db, keys, blocks, pinner)
+
+
+async def close_vault(vault: Vault) -> None:
+    await vault.close()
+    await vault.pinner.close()
+    await vault.blocks.close()
+    await vault.db.close()
+
+
+def describe(config: Config) -> str:
+    return json.dumps({"backend": config.backend, "data_dir": config.data_dir})

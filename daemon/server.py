@@ -1,0 +1,85 @@
+"""``medvault daemon``: serve the API until SIGINT/SIGTERM, then drain.
+
+The listening address is written to ``<data>/api`` (like Kubo's repo ``api``
+file) so clients and tests find a daemon started on port 0. On the local
+backend a sweep at start removes blocks left by uploads a crash cut off, and
+a periodic sweep does the same for anything erased or abandoned later.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+
+from aiohttp import web
+
+from api.app import make_app
+
+from .config import Config
+from .errors import VaultError
+from .fsutil import atomic_write
+from .node import close_vault, open_vault
+
+log = logging.getLogger("medvault.daemon")
+API_FILE = "api"
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError("--listen must be HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+async def _sweep(vault, grace: float, every: float | None) -> None:
+    while True:
+        try:
+            result = await vault.collect_garbage(grace)
+            log.info("garbage collected", extra=result)
+        except VaultError as exc:
+            log.warning("garbage collection skipped", extra={"code": exc.code})
+        if every is None:
+            return
+        await asyncio.sleep(every)
+        grace = vault.config.gc_grace_seconds
+
+
+async def serve(config: Config, listen: str, ready: asyncio.Event | None = None) -> None:
+    host, port = split_listen(listen)
+    vault = await open_vault(config)
+    app = make_app(vault)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    background = []
+    api_file = os.path.join(config.data_dir, API_FILE)
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0]
+        address = f"http://{host}:{bound[1]}"
+        atomic_write(api_file, address.encode() + b"\n", 0o600)
+        if config.backend == "local":
+            background.append(asyncio.create_task(_sweep(vault, 0, 3600)))
+        background.extend(vault.start_background())
+        log.info("listening", extra={"address": address, "backend": config.backend})
+        if ready:
+            ready.set()
+        await stop.wait()
+        log.info("stopping: finishing in-flight requests")
+    finally:
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await runner.cleanup()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(api_file)
+        await close_vault(vault)
+        log.info("stopped")

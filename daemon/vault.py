@@ -1,0 +1,497 @@
+"""The Vault: every record operation, with access decided by key envelopes.
+
+The HTTP layer checks scopes and hands the Vault a ``Caller``; the Vault
+decides access (a live envelope addressed to the caller), does the work
+against the block store, and commits index rows, pin jobs and the audit
+entry in one transaction. It never returns or logs plaintext or keys.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from indexer import audit, pins, principals as principal_rows, records
+from indexer.db import Database
+
+from . import crypto, fhir, timeutil
+from .auth import Caller, issue_token
+from .blocks import FormatError
+from .blockstore.base import BlockStore, Pinner
+from .cid import Cid
+from .config import Config
+from .envelope import NotForUs, build_envelope, open_envelope
+from .errors import (BadRequest, BlockNotFound, Conflict, Forbidden, IntegrityError, NotFound, TooLarge,
+                     VaultError)
+from .identity import InvalidDid, Principal, check_did
+from .ingest import iterate_bytes, seal_stream
+from .keystore import KeyStore
+from .manifest import SignatureError, build_link_tree, build_manifest, decode_manifest, open_metadata
+from .metrics import Metrics
+from .reader import chunk_cids, plaintext
+from .record_input import RecordInput, check_media_type
+
+log = logging.getLogger("medvault.vault")
+_RECORD_ID = re.compile(r"^[a-z2-7]{26}$")
+MAX_PAGE = 1000
+
+
+def new_record_id() -> str:
+    return base64.b32encode(secrets.token_bytes(16)).decode().lower().rstrip("=")
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"s": seq}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        seq = doc["s"]
+        if not isinstance(seq, int) or seq < 0:
+            raise ValueError
+        return seq
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("the cursor is not one this server issued", "bad_cursor") from None
+
+
+def check_record_id(record_id: str) -> str:
+    if not _RECORD_ID.match(record_id or ""):
+        raise BadRequest("a record id is 26 base32 characters", "bad_id")
+    return record_id
+
+
+def record_view(row: dict) -> dict:
+    """A record as API.md defines it."""
+    return {
+        "id": row["id"], "version": row["version"], "cid": row["cid"], "patient": row["patient"],
+        "type": row["type"], "content_type": row["content_type"], "title": row["title"],
+        "tags": row["tags"], "size": row["size"], "date": row["date"], "created": row["created"],
+        "updated": row["updated"], "author": row["author"],
+        "pin": {"status": row.get("pin_status") or "queued", "replicas": row.get("pin_replicas") or 0},
+    }
+
+
+@dataclass
+class OpenRecord:
+    """A readable record whose key is in hand; ``stream`` yields verified plaintext."""
+
+    row: dict
+    size: int
+    content_type: str
+    _vault: "Vault"
+    _manifest: object
+    _dek: bytes
+
+    def stream(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        return self._vault._stream(self._manifest, self._dek, self.size, start, end)
+
+
+class Vault:
+    def __init__(self, config: Config, db: Database, keys: KeyStore, blocks: BlockStore, pinner: Pinner,
+                 metrics: Metrics | None = None):
+        self.config = config
+        self.db = db
+        self.keys = keys
+        self.blocks = blocks
+        self.pinner = pinner
+        self.metrics = metrics or Metrics()
+        self.cpu = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="seal")
+        self._inflight: dict[int, float] = {}
+
+    def start_background(self) -> list[asyncio.Task]:
+        """Long-running tasks the daemon owns (the pin reconciler joins here)."""
+        return []
+
+    async def close(self) -> None:
+        self.cpu.shutdown(wait=True)
+
+    # ---- shared helpers -------------------------------------------------
+
+    def _key_of(self, did: str) -> Principal:
+        principal = self.keys.get(did)
+        if principal is None:
+            raise Forbidden("this node holds no key for the calling principal", "no_local_key")
+        return principal
+
+    async def _audit(self, actor: str | None, action: str, record: str | None, outcome: str,
+                     detail: dict | None = None) -> None:
+        await self.db.write(audit.append, timeutil.now(), actor, action, record, outcome, detail)
+
+    async def _readable(self, caller: Caller, record_id: str, action: str) -> dict:
+        check_record_id(record_id)
+        row = await self.db.read(records.readable, record_id, caller.did, timeutil.now())
+        if row is None:
+            await self._audit(caller.did, action, record_id, "denied")
+            raise NotFound("no such record", "record_not_found")
+        return row
+
+    async def _may_modify(self, caller: Caller, row: dict) -> None:
+        """Only the record's patient or one of its authors may change or erase it."""
+        if caller.did == row["patient"]:
+            return
+        authors = {v["author"] for v in await self.db.read(records.versions, row["id"])}
+        if caller.did not in authors:
+            raise Forbidden("only the record's patient or author may change or erase it", "not_owner")
+
+    async def _get_block(self, cid: Cid) -> bytes:
+        try:
+            return await self.blocks.get(cid)
+        except BlockNotFound:
+            raise IntegrityError("a block of this record is missing from the store", "block_missing") from None
+
+    async def _open_version(self, did: str, record_id: str, version: int, manifest_cid: str):
+        """Finds and opens the caller's envelope, then the manifest; checks both signatures."""
+        envelope_cid = await self.db.read(records.live_envelope, record_id, version, did, timeutil.now())
+        if envelope_cid is None:
+            raise NotFound("no such record", "record_not_found")
+        try:
+            env_cid = Cid.parse(envelope_cid)
+            grant = open_envelope(env_cid, await self._get_block(env_cid), self._key_of(did))
+            if str(grant.manifest) != manifest_cid:
+                raise IntegrityError("the envelope points at another manifest")
+            cid = Cid.parse(manifest_cid)
+            manifest = decode_manifest(cid, await self._get_block(cid))
+            body = open_metadata(manifest, grant.dek)
+        except (FormatError, SignatureError, NotForUs, crypto.DecryptError):
+            raise IntegrityError("the record's envelope or manifest failed verification") from None
+        if body.get("record") != record_id or body.get("version") != version:
+            raise IntegrityError("the manifest belongs to another record or version")
+        return manifest, grant.dek, body
+
+    async def _stream(self, manifest, dek: bytes, size: int, start: int, end: int | None) -> AsyncIterator[bytes]:
+        async for piece in plaintext(manifest, dek, size, self.blocks, self.cpu, start, end,
+                                     self.config.read_prefetch):
+            self.metrics.bytes_read.inc(len(piece))
+            yield piece
+
+    # ---- writing --------------------------------------------------------
+
+    async def _prepare_body(self, source: AsyncIterator[bytes], base_type: str, info: RecordInput,
+                            content_length: int | None):
+        """For FHIR JSON, reads and validates the (bounded) body and fills in what it says."""
+        limit = self.config.max_record_bytes
+        if content_length is not None and content_length > limit:
+            raise TooLarge(f"the record is larger than this node's limit of {limit} bytes")
+        if base_type != fhir.MEDIA_TYPE:
+            return source, None
+        cap = self.config.max_fhir_bytes
+        if content_length is not None and content_length > cap:
+            raise TooLarge(f"FHIR resources are limited to {cap} bytes on this node")
+        body = bytearray()
+        async for piece in source:
+            body += piece
+            if len(body) > cap:
+                raise TooLarge(f"FHIR resources are limited to {cap} bytes on this node")
+        if not body:
+            raise BadRequest("the request body is empty", "empty_body")
+        summary = fhir.summarize(bytes(body))
+        info.type = info.type or summary.resource_type
+        info.date = info.date or summary.date
+        return iterate_bytes(bytes(body)), summary
+
+    async def _write_version(self, caller: Caller, record_id: str, version: int, prev: dict | None,
+                             source: AsyncIterator[bytes], content_type: str | None, info: RecordInput,
+                             content_length: int | None, readers: list[dict]) -> dict:
+        author = self._key_of(caller.did)
+        full_type, base_type = check_media_type(content_type)
+        info.validated()
+        source, summary = await self._prepare_body(source, base_type, info, content_length)
+        marker = id(source)
+        self._inflight[marker] = time.time()
+        try:
+            dek = crypto.new_data_key()
+            sealed = await seal_stream(source, dek, self.blocks, self.cpu, chunk_size=self.config.chunk_size,
+                                       max_bytes=self.config.max_record_bytes,
+                                       concurrency=self.config.ingest_concurrency)
+            depth, links, link_blocks = build_link_tree(sealed.chunks)
+            now = timeutil.now()
+            body = {
+                "record": record_id, "version": version, "prev": prev["cid"] if prev else None,
+                "content_type": full_type, "size": sealed.size, "patient": info.patient, "type": info.type,
+                "title": info.title, "tags": info.tags, "date": info.date,
+                "subject": summary.subject if summary else None,
+                "codes": [list(c) for c in summary.codes] if summary else [],
+                "text": summary.text if summary else None, "author": author.did, "created": now,
+            }
+            manifest = build_manifest(dek, sealed.stream_id, self.config.chunk_size, depth, links, body, author)
+            link = manifest.cid.to_link()
+            envelopes, blocks = [], [*link_blocks, manifest]
+            for reader in readers:
+                block = build_envelope(manifest.cid, dek, reader["recipient"], author, now, reader.get("expires"),
+                                       link)
+                blocks.append(block)
+                envelopes.append({"cid": str(block.cid), "record_id": record_id, "version": version,
+                                  "recipient": reader["recipient"], "granter": author.did, "role": reader["role"],
+                                  "granted": now, "expires": reader.get("expires")})
+            await self.blocks.put_many(blocks)
+        finally:
+            del self._inflight[marker]
+        row = {"id": record_id, "version": version, "cid": str(manifest.cid), "patient": info.patient,
+               "type": info.type, "content_type": full_type, "title": info.title,
+               "text": summary.text if summary else None, "subject": body["subject"], "date": info.date,
+               "tags": info.tags, "size": sealed.size, "created": prev["created"] if prev else now,
+               "updated": now, "author": author.did}
+        local = self.pinner.name == "local"
+        status, replicas = ("pinned", 1) if local else ("queued", 0)
+        cfg = self.config
+
+        def commit(conn: sqlite3.Connection) -> None:
+            records.save_version(conn, row, envelopes, summary.codes if summary else [])
+            pins.want(conn, row["cid"], record_id, "manifest", cfg.replication_min, cfg.replication_max, now,
+                      status, replicas)
+            for env in envelopes:
+                pins.want(conn, env["cid"], record_id, "envelope", cfg.replication_min, cfg.replication_max, now,
+                          status, replicas)
+            audit.append(conn, now, caller.did, "write" if version == 1 else "update", record_id, "ok",
+                         {"version": version, "size": sealed.size})
+
+        try:
+            await self.db.write(commit)
+        except sqlite3.IntegrityError:
+            raise Conflict("the record changed while this version was written; retry", "version_conflict") from None
+        self.metrics.records_written.inc()
+        self.metrics.bytes_written.inc(sealed.size)
+        log.info("record version stored", extra={"record": record_id, "version": version, "size": sealed.size,
+                                                  "chunks": len(sealed.chunks)})
+        return record_view({**row, "pin_status": status, "pin_replicas": replicas})
+
+    async def create(self, caller: Caller, source: AsyncIterator[bytes], content_type: str | None,
+                     info: RecordInput, content_length: int | None = None) -> dict:
+        readers = [{"recipient": caller.did, "role": "author"}]
+        if info.patient and info.patient != caller.did:
+            readers.append({"recipient": info.patient, "role": "patient"})
+        return await self._write_version(caller, new_record_id(), 1, None, source, content_type, info,
+                                         content_length, readers)
+
+    async def update(self, caller: Caller, record_id: str, source: AsyncIterator[bytes], content_type: str | None,
+                     info: RecordInput, content_length: int | None = None) -> dict:
+        """A new version under a new DEK; every live envelope is re-issued for it."""
+        row = await self._readable(caller, record_id, "update")
+        await self._may_modify(caller, row)
+        now = timeutil.now()
+        readers = [{"recipient": e["recipient"], "role": e["role"], "expires": e["expires"]}
+                   for e in await self.db.read(records.envelopes_of, record_id, row["version"])
+                   if e["revoked"] is None and (e["expires"] is None or e["expires"] > now)]
+        info.patient = row["patient"]  # the patient of a record does not change between versions
+        info.type = info.type or row["type"]
+        info.title = info.title or row["title"]
+        info.tags = info.tags or row["tags"]
+        return await self._write_version(caller, record_id, row["version"] + 1, row, source, content_type, info,
+                                         content_length, readers)
+
+    # ---- reading --------------------------------------------------------
+
+    async def get(self, caller: Caller, record_id: str) -> dict:
+        row = await self._readable(caller, record_id, "view")
+        await self._audit(caller.did, "view", record_id, "ok")
+        return record_view(row)
+
+    async def open(self, caller: Caller, record_id: str) -> OpenRecord:
+        row = await self._readable(caller, record_id, "read")
+        manifest, dek, body = await self._open_version(caller.did, record_id, row["version"], row["cid"])
+        await self._audit(caller.did, "read", record_id, "ok", {"version": row["version"]})
+        self.metrics.records_read.inc()
+        return OpenRecord(row, body["size"], body["content_type"], self, manifest, dek)
+
+    async def versions(self, caller: Caller, record_id: str) -> list[dict]:
+        await self._readable(caller, record_id, "versions")
+        return [{"version": v["version"], "cid": v["cid"], "size": v["size"], "content_type": v["content_type"],
+                 "created": v["created"], "author": v["author"]}
+                for v in await self.db.read(records.versions, record_id)]
+
+    async def search(self, caller: Caller, *, patient: str | None = None, type: str | None = None,
+                     tags: list[str] | None = None, code: str | None = None, since: str | None = None,
+                     until: str | None = None, q: str | None = None, limit: int = 100,
+                     cursor: str | None = None) -> dict:
+        if patient is not None:
+            try:
+                check_did(patient)
+            except InvalidDid:
+                raise BadRequest("patient must be an Ed25519 did:key", "bad_patient") from None
+        for name, value in (("since", since), ("until", until)):
+            if value is not None:
+                try:
+                    timeutil.check_clinical_date(value)
+                except ValueError:
+                    raise BadRequest(f"{name} must be an ISO 8601 date or date-time", f"bad_{name}") from None
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadRequest(f"limit must be between 1 and {MAX_PAGE}", "bad_limit")
+        before = decode_cursor(cursor) if cursor else None
+        rows, next_seq = await self.db.read(
+            records.search, caller.did, timeutil.now(), patient=patient, type=type, tags=tags, code=code,
+            since=since, until=until, q=q, before_seq=before, limit=limit)
+        return {"items": [record_view(r) for r in rows],
+                "next": encode_cursor(next_seq) if next_seq is not None else None}
+
+    # ---- erasure and garbage --------------------------------------------
+
+    async def _blocks_of_manifest(self, manifest_cid: Cid) -> list[Cid]:
+        """The manifest, its link blocks and chunks (best effort: missing blocks are skipped)."""
+        try:
+            manifest = decode_manifest(manifest_cid, await self.blocks.get(manifest_cid))
+            found = [manifest_cid, *manifest.links]
+            if manifest.depth:
+                found.extend(await chunk_cids(manifest, self.blocks))
+            return found
+        except (VaultError, FormatError):
+            return [manifest_cid]
+
+    async def erase(self, caller: Caller, record_id: str) -> None:
+        """Right to erasure: every version and envelope unpinned and dropped;
+        a tombstone stays in the audit chain."""
+        row = await self._readable(caller, record_id, "erase")
+        await self._may_modify(caller, row)
+        cids = await self.db.read(records.all_cids, record_id)
+        now = timeutil.now()
+
+        def commit(conn: sqlite3.Connection) -> None:
+            records.delete(conn, record_id)
+            pins.unwant(conn, cids["manifests"] + cids["envelopes"], now)
+            audit.append(conn, now, caller.did, "erase", record_id, "ok",
+                         {"versions": len(cids["manifests"]), "envelopes": len(cids["envelopes"])})
+
+        await self.db.write(commit)
+        doomed = [Cid.parse(c) for c in cids["envelopes"]]
+        for manifest in cids["manifests"]:
+            doomed.extend(await self._blocks_of_manifest(Cid.parse(manifest)))
+        await self._release(cids["manifests"] + cids["envelopes"], doomed)
+
+    async def _release(self, pinned: list[str], doomed: list[Cid]) -> None:
+        """Unpins and deletes what erase dropped; what fails here the reconciler retries."""
+        try:
+            for cid in pinned:
+                await self.pinner.unpin(Cid.parse(cid))
+                await self.db.write(pins.forget, cid)
+            await self.blocks.delete_many(doomed)
+        except VaultError as exc:
+            log.warning("erase left work for the reconciler", extra={"error": exc.code})
+
+    async def live_blocks(self) -> set[Cid]:
+        live: set[Cid] = set()
+        for cid_text, kind in await self.db.read(pins.desired_cids):
+            cid = Cid.parse(cid_text)
+            live.add(cid)
+            if kind == "manifest":
+                live.update(await self._blocks_of_manifest(cid))
+        return live
+
+    async def collect_garbage(self, grace_seconds: float, force: bool = False) -> dict:
+        """Deletes stored blocks nothing pinned refers to and that are older than
+        the grace period (and than any upload now in progress)."""
+        # The cutoff comes first: an upload that commits while the live set is
+        # computed started before it, so its blocks are newer than the cutoff.
+        # (One second of slack: file times use the kernel's coarse clock.)
+        cutoff = min([time.time() - grace_seconds, *(t - 1.0 for t in self._inflight.values())])
+        live = await self.live_blocks()
+        candidates = [(cid, mtime) async for cid, mtime in self.blocks.all_cids()]
+        if not live and candidates and not force:
+            raise Conflict("the index pins nothing but blocks exist: run `medvault reindex` first "
+                           "(or gc --force)", "index_empty")
+        doomed = [cid for cid, mtime in candidates if cid not in live and mtime < cutoff]
+        await self.blocks.delete_many(doomed)
+        return {"removed": len(doomed), "kept": len(candidates) - len(doomed)}
+
+    # ---- principals, tokens, audit, health ------------------------------
+
+    async def add_principal(self, caller: Caller, name) -> dict:
+        if not isinstance(name, str) or not (0 < len(name) <= 100) or not name.isprintable():
+            raise BadRequest("name must be 1 to 100 printable characters", "bad_name")
+        principal = Principal.generate(name)
+        await asyncio.to_thread(self.keys.add, principal)
+        now = timeutil.now()
+
+        def commit(conn: sqlite3.Connection) -> None:
+            principal_rows.add_principal(conn, principal.did, name, "principal", now)
+            audit.append(conn, now, caller.did, "principal_add", None, "ok", {"did": principal.did})
+
+        await self.db.write(commit)
+        return {"did": principal.did, "name": name, "created": now}
+
+    async def list_principals(self) -> list[dict]:
+        return await self.db.read(principal_rows.list_principals)
+
+    async def create_token(self, caller: Caller, principal, scopes, expires=None) -> dict:
+        try:
+            check_did(principal)
+        except InvalidDid:
+            raise BadRequest("principal must be a did:key", "bad_principal") from None
+        if self.keys.get(principal) is None:
+            raise NotFound("this node has no such principal", "unknown_principal")
+        if expires is not None:
+            try:
+                expires = timeutil.parse_time(expires)
+            except (ValueError, TypeError):
+                raise BadRequest("expires must be an RFC 3339 time with offset", "bad_expires") from None
+            if expires <= timeutil.now():
+                raise BadRequest("expires must be in the future", "bad_expires")
+        token_id, token = await issue_token(self.db, principal, scopes, expires)
+        await self._audit(caller.did, "token_create", None, "ok", {"token": token_id, "principal": principal})
+        return {"token": token, "id": token_id, "principal": principal, "scopes": sorted(set(scopes)),
+                "expires": expires}
+
+    async def audit_entries(self, caller: Caller, *, record: str | None = None, principal: str | None = None,
+                            since: str | None = None, after: int = 0, limit: int = 100) -> dict:
+        if since is not None:
+            try:
+                since = timeutil.parse_time(since)
+            except ValueError:
+                raise BadRequest("since must be an RFC 3339 time", "bad_since") from None
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadRequest(f"limit must be between 1 and {MAX_PAGE}", "bad_limit")
+        readable_by = None if caller.has("operator") else caller.did
+        items = await self.db.read(lambda conn: audit.entries(
+            conn, record=record, principal=principal, since=since, readable_by=readable_by, after_seq=after,
+            limit=limit))
+        return {"items": items, "next": items[-1]["seq"] if len(items) == limit else None}
+
+    async def verify_audit(self) -> dict:
+        return await self.db.read(audit.verify)
+
+    async def wait_pinned(self, caller: Caller, record: dict, timeout: float = 120.0) -> dict:
+        """Waits until the record's manifest pin is confirmed (``wait=pinned``)."""
+        deadline = time.monotonic() + timeout
+        while record["pin"]["status"] != "pinned" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            row = await self.db.read(records.readable, record["id"], caller.did, timeutil.now())
+            if row is None:
+                break
+            record = record_view(row)
+        return record
+
+    async def refresh_gauges(self) -> None:
+        def read(conn: sqlite3.Connection):
+            return (pins.counts(conn), conn.execute("SELECT COUNT(*) FROM records").fetchone()[0],
+                    conn.execute("SELECT COUNT(*) FROM pins WHERE desired = 1 AND status = 'degraded'")
+                    .fetchone()[0])
+
+        counts, total, degraded = await self.db.read(read)
+        self.metrics.pins.clear()
+        for status, n in counts.items():
+            self.metrics.pins.labels(status).set(n)
+        self.metrics.records.set(total)
+        self.metrics.under_replicated.set(degraded)
+
+    async def health(self) -> dict:
+        checks: dict = {}
+        try:
+            await self.db.read(lambda conn: conn.execute("SELECT 1").fetchone())
+            checks["index"] = {"status": "ok"}
+        except sqlite3.Error:
+            checks["index"] = {"status": "down"}
+        try:
+            checks["blocks"] = await self.blocks.health()
+        except VaultError as exc:
+            checks["blocks"] = {"status": "down", "error": exc.message}
+        ok = all(c.get("status") == "ok" for c in checks.values())
+        return {"status": "ok" if ok else "degraded", "backend": self.config.backend, "checks": checks}

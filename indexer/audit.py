@@ -1,0 +1,74 @@
+"""The append-only, hash-chained audit log.
+
+Entry n's hash is SHA-256 over entry n-1's hash and the canonical JSON of
+entry n's fields, so editing, deleting or reordering any entry breaks every
+hash after it; ``verify`` recomputes the chain and names the first broken
+entry. Entries name actors by did and records by their opaque id, never by
+content, and carry no tokens or keys.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+
+GENESIS = "0" * 64
+_FIELDS = ("seq", "time", "actor", "action", "record", "outcome", "detail")
+
+
+def _entry_hash(prev: str, entry: dict) -> str:
+    canonical = json.dumps({k: entry[k] for k in _FIELDS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(bytes.fromhex(prev) + canonical.encode()).hexdigest()
+
+
+def append(conn: sqlite3.Connection, time: str, actor: str | None, action: str, record: str | None,
+           outcome: str, detail: dict | None = None) -> int:
+    """Appends one entry (inside the caller's transaction); returns its seq."""
+    last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev = (last["seq"] + 1, last["hash"]) if last else (1, GENESIS)
+    entry = {"seq": seq, "time": time, "actor": actor, "action": action, "record": record,
+             "outcome": outcome, "detail": json.dumps(detail or {}, sort_keys=True)}
+    conn.execute(
+        "INSERT INTO audit (seq, time, actor, action, record, outcome, detail, prev, hash)"
+        " VALUES (:seq, :time, :actor, :action, :record, :outcome, :detail, :prev, :hash)",
+        {**entry, "prev": prev, "hash": _entry_hash(prev, entry)})
+    return seq
+
+
+def verify(conn: sqlite3.Connection) -> dict:
+    """Recomputes the whole chain: ``{"ok", "count", "head", "broken_at"}``."""
+    prev, count, expected_seq = GENESIS, 0, 1
+    for row in conn.execute("SELECT * FROM audit ORDER BY seq"):
+        entry = dict(row)
+        if entry["seq"] != expected_seq or entry["prev"] != prev or _entry_hash(prev, entry) != entry["hash"]:
+            return {"ok": False, "count": count, "head": prev, "broken_at": entry["seq"]
+                    if entry["seq"] == expected_seq else expected_seq}
+        prev, count, expected_seq = entry["hash"], count + 1, expected_seq + 1
+    return {"ok": True, "count": count, "head": prev, "broken_at": None}
+
+
+def entries(conn: sqlite3.Connection, *, record: str | None = None, principal: str | None = None,
+            since: str | None = None, readable_by: str | None = None, after_seq: int = 0,
+            limit: int = 100) -> list[dict]:
+    """Entries in order, filtered. ``readable_by`` limits to entries the
+    principal made or about records it holds (or held) an envelope for."""
+    where, params = ["seq > :after"], {"after": after_seq, "limit": limit}
+    if record:
+        where.append("record = :record")
+        params["record"] = record
+    if principal:
+        where.append("actor = :principal")
+        params["principal"] = principal
+    if since:
+        where.append("time >= :since")
+        params["since"] = since
+    if readable_by:
+        where.append("(actor = :me OR record IN (SELECT record_id FROM envelopes WHERE recipient = :me))")
+        params["me"] = readable_by
+    sql = f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY seq LIMIT :limit"
+    out = []
+    for row in conn.execute(sql, params):
+        entry = dict(row)
+        entry["detail"] = json.loads(entry["detail"])
+        out.append(entry)
+    return out

@@ -1,0 +1,140 @@
+"""SQLite in WAL mode behind asyncio, with group commit.
+
+All writes go through one writer thread and one connection. Callers submit
+functions; the writer runs every function queued at that moment inside one
+transaction, each under its own SAVEPOINT (so one failure rolls back only
+its own work), then commits once with ``synchronous=FULL``. A caller's
+``await write(...)`` returns only after that commit: acknowledged means
+durable, and many concurrent small records share one fsync. Reads use their
+own connections on a small thread pool and never wait for the writer.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from . import schema
+
+T = TypeVar("T")
+_MAX_BATCH = 512
+
+
+def connect(path: str) -> sqlite3.Connection:
+    if not os.path.exists(path):  # SQLite gives -wal/-shm files the database file's mode
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class Database:
+    def __init__(self, path: str, read_threads: int = 2):
+        self.path = path
+        self._writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-write")
+        self._reader_pool = ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="db-read")
+        self._local = threading.local()
+        self._queue: asyncio.Queue | None = None
+        self._writer_task: asyncio.Task | None = None
+        self._wconn: sqlite3.Connection | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._wconn = await loop.run_in_executor(self._writer_pool, connect, self.path)
+        await loop.run_in_executor(self._writer_pool, schema.migrate, self._wconn)
+        self._queue = asyncio.Queue()
+        self._writer_task = asyncio.create_task(self._writer_loop(), name="db-writer")
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs ``fn(conn, *args)`` in a committed transaction; returns its result."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((fn, args, future))
+        return await future
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path)
+            conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Runs ``fn(conn, *args, **kwargs)`` on a read connection (a consistent snapshot)."""
+        def run() -> T:
+            conn = self._reader()
+            conn.execute("BEGIN")
+            try:
+                return fn(conn, *args, **kwargs)
+            finally:
+                conn.execute("COMMIT")
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, run)
+
+    def _run_batch(self, batch: list) -> list[tuple[bool, Any]]:
+        conn = self._wconn
+        results: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn, args, _ in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = fn(conn, *args)
+                    conn.execute("RELEASE op")
+                    results.append((True, value))
+                except Exception as exc:  # handed to that caller only
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((False, exc))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    async def _writer_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            batch, stop = [item], False
+            while len(batch) < _MAX_BATCH and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            try:
+                results = await loop.run_in_executor(self._writer_pool, self._run_batch, batch)
+            except Exception as exc:  # the commit itself failed: nobody's work is durable
+                results = [(False, exc)] * len(batch)
+            for (_, _, future), (ok, value) in zip(batch, results):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+            if stop:
+                return
+
+    async def close(self) -> None:
+        if self._writer_task is not None:
+            self._queue.put_nowait(None)
+            await self._writer_task
+            self._writer_task = None
+        loop = asyncio.get_running_loop()
+        if self._wconn is not None:
+            await loop.run_in_executor(self._writer_pool, self._wconn.close)
+            self._wconn = None
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)

@@ -1,0 +1,65 @@
+"""Desired pin state: what should be pinned, at what replication, and what
+the reconciler last saw. Rows are written in the same transaction as the
+record they belong to, so an acknowledged record always has its pin job."""
+from __future__ import annotations
+
+import sqlite3
+
+
+def want(conn: sqlite3.Connection, cid: str, record_id: str, kind: str, rmin: int, rmax: int, now: str,
+         status: str = "queued", replicas: int = 0) -> None:
+    conn.execute(
+        "INSERT INTO pins (cid, record_id, kind, desired, status, replicas, rmin, rmax, attempts,"
+        " next_attempt, created, updated) VALUES (?, ?, ?, 1, ?, ?, ?, ?, 0, 0, ?, ?)"
+        " ON CONFLICT(cid) DO UPDATE SET desired = 1, status = excluded.status, updated = excluded.updated",
+        (cid, record_id, kind, status, replicas, rmin, rmax, now, now))
+
+
+def unwant(conn: sqlite3.Connection, cids: list[str], now: str) -> None:
+    conn.executemany("UPDATE pins SET desired = 0, status = 'unpinning', record_id = NULL, next_attempt = 0,"
+                     " attempts = 0, updated = ? WHERE cid = ?", [(now, c) for c in cids])
+
+
+def get(conn: sqlite3.Connection, cid: str) -> dict | None:
+    row = conn.execute("SELECT * FROM pins WHERE cid = ?", (cid,)).fetchone()
+    return dict(row) if row else None
+
+
+def listing(conn: sqlite3.Connection, status: str | None = None, after: str | None = None,
+            limit: int = 100) -> list[dict]:
+    where, params = ["desired = 1"], []
+    if status:
+        where.append("status = ?")
+        params.append(status)
+    if after:
+        where.append("cid > ?")
+        params.append(after)
+    return [dict(r) for r in conn.execute(
+        f"SELECT * FROM pins WHERE {' AND '.join(where)} ORDER BY cid LIMIT ?", (*params, limit))]
+
+
+def due(conn: sqlite3.Connection, now_ts: float, limit: int) -> list[dict]:
+    """Jobs whose next attempt has come: pins not yet confirmed and pending unpins, newest first."""
+    return [dict(r) for r in conn.execute(
+        "SELECT * FROM pins WHERE status NOT IN ('pinned') AND next_attempt <= ?"
+        " ORDER BY created DESC LIMIT ?", (now_ts, limit))]
+
+
+def record_result(conn: sqlite3.Connection, cid: str, status: str, replicas: int, error: str | None,
+                  next_attempt: float, attempts: int, now: str) -> None:
+    conn.execute("UPDATE pins SET status = ?, replicas = ?, error = ?, next_attempt = ?, attempts = ?,"
+                 " updated = ? WHERE cid = ? AND desired = 1",
+                 (status, replicas, error, next_attempt, attempts, now, cid))
+
+
+def forget(conn: sqlite3.Connection, cid: str) -> None:
+    conn.execute("DELETE FROM pins WHERE cid = ? AND desired = 0", (cid,))
+
+
+def desired_cids(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    return [(r["cid"], r["kind"]) for r in conn.execute("SELECT cid, kind FROM pins WHERE desired = 1")]
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    return {r["status"]: r["n"] for r in conn.execute(
+        "SELECT status, COUNT(*) AS n FROM pins WHERE desired = 1 GROUP BY status")}

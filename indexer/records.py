@@ -1,0 +1,147 @@
+"""Record rows, versions, envelopes and search.
+
+A record row describes the current version; ``versions`` keeps every version
+and ``envelopes`` every key envelope (who may read which version). Access is
+always decided here by one rule: a principal may see a record when it holds a
+live (not revoked, not expired) envelope for the record's current version.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+_LIVE_ENVELOPE = (
+    "SELECT 1 FROM envelopes e WHERE e.record_id = r.id AND e.version = r.version"
+    " AND e.recipient = :caller AND e.revoked IS NULL AND (e.expires IS NULL OR e.expires > :now)"
+)
+
+
+_SELECT = ("SELECT r.*, p.status AS pin_status, p.replicas AS pin_replicas"
+           " FROM records r LEFT JOIN pins p ON p.cid = r.cid")
+
+
+def _row(row: sqlite3.Row | None) -> dict | None:
+    if row is None:
+        return None
+    record = dict(row)
+    record["tags"] = json.loads(record["tags"] or "[]")
+    return record
+
+
+def save_version(conn: sqlite3.Connection, record: dict, envelopes: list[dict], codes: list[tuple[str, str]]) -> None:
+    """Inserts (version 1) or advances (later versions) a record with its
+    version row, envelopes, tags and codes. Raises sqlite3.IntegrityError on a
+    version race so the caller's savepoint rolls back."""
+    fields = ("id", "version", "cid", "patient", "type", "content_type", "title", "text", "subject",
+              "date", "size", "created", "updated", "author")
+    values = {k: record.get(k) for k in fields}
+    values["tags"] = json.dumps(record.get("tags") or [])
+    if record["version"] == 1:
+        conn.execute(
+            f"INSERT INTO records ({', '.join(values)}) VALUES ({', '.join(':' + k for k in values)})", values)
+    else:
+        updated = conn.execute(
+            f"UPDATE records SET {', '.join(k + ' = :' + k for k in values if k not in ('id', 'created'))}"
+            " WHERE id = :id AND version = :version - 1", values)
+        if updated.rowcount != 1:
+            raise sqlite3.IntegrityError("record changed concurrently")
+        conn.execute("DELETE FROM record_tags WHERE record_id = ?", (record["id"],))
+        conn.execute("DELETE FROM record_codes WHERE record_id = ?", (record["id"],))
+    conn.execute(
+        "INSERT INTO versions (record_id, version, cid, size, content_type, created, author)"
+        " VALUES (:id, :version, :cid, :size, :content_type, :updated, :author)", values)
+    conn.executemany(
+        "INSERT INTO envelopes (cid, record_id, version, recipient, granter, role, granted, expires)"
+        " VALUES (:cid, :record_id, :version, :recipient, :granter, :role, :granted, :expires)", envelopes)
+    conn.executemany("INSERT OR IGNORE INTO record_tags (record_id, tag) VALUES (?, ?)",
+                     [(record["id"], tag) for tag in record.get("tags") or []])
+    conn.executemany("INSERT OR IGNORE INTO record_codes (record_id, system, code) VALUES (?, ?, ?)",
+                     [(record["id"], system, code) for system, code in codes])
+
+
+def readable(conn: sqlite3.Connection, record_id: str, caller: str, now: str) -> dict | None:
+    """The record row if ``caller`` holds a live envelope for its current version."""
+    row = conn.execute(f"{_SELECT} WHERE r.id = :id AND EXISTS ({_LIVE_ENVELOPE})",
+                       {"id": record_id, "caller": caller, "now": now}).fetchone()
+    return _row(row)
+
+
+def live_envelope(conn: sqlite3.Connection, record_id: str, version: int, caller: str, now: str) -> str | None:
+    row = conn.execute(
+        "SELECT cid FROM envelopes WHERE record_id = ? AND version = ? AND recipient = ?"
+        " AND revoked IS NULL AND (expires IS NULL OR expires > ?) ORDER BY granted DESC LIMIT 1",
+        (record_id, version, caller, now)).fetchone()
+    return row["cid"] if row else None
+
+
+def envelopes_of(conn: sqlite3.Connection, record_id: str, version: int) -> list[dict]:
+    return [dict(r) for r in conn.execute(
+        "SELECT * FROM envelopes WHERE record_id = ? AND version = ? ORDER BY granted", (record_id, version))]
+
+
+def versions(conn: sqlite3.Connection, record_id: str) -> list[dict]:
+    return [dict(r) for r in conn.execute(
+        "SELECT * FROM versions WHERE record_id = ? ORDER BY version", (record_id,))]
+
+
+def all_cids(conn: sqlite3.Connection, record_id: str) -> dict[str, list[str]]:
+    """Every manifest and envelope CID the index knows for a record (for erase)."""
+    return {
+        "manifests": [r["cid"] for r in conn.execute("SELECT cid FROM versions WHERE record_id = ?", (record_id,))],
+        "envelopes": [r["cid"] for r in conn.execute("SELECT cid FROM envelopes WHERE record_id = ?", (record_id,))],
+    }
+
+
+def delete(conn: sqlite3.Connection, record_id: str) -> None:
+    for table, column in (("envelopes", "record_id"), ("versions", "record_id"), ("record_tags", "record_id"),
+                          ("record_codes", "record_id"), ("records", "id")):
+        conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (record_id,))
+
+
+def _fts_query(text: str) -> str:
+    """User text → an FTS5 query of quoted terms (all must match); no syntax leaks through."""
+    terms = [t.replace('"', '""') for t in text.split() if t.strip()]
+    return " ".join(f'"{t}"' for t in terms)
+
+
+def search(conn: sqlite3.Connection, caller: str, now: str, *, patient: str | None = None,
+           type: str | None = None, tags: list[str] | None = None, code: str | None = None,
+           since: str | None = None, until: str | None = None, q: str | None = None,
+           before_seq: int | None = None, limit: int = 100) -> tuple[list[dict], int | None]:
+    """Records ``caller`` can read, newest first, keyset-paginated by ``seq``.
+    Returns (rows, the seq to continue before, or None at the end)."""
+    where = [f"EXISTS ({_LIVE_ENVELOPE})"]
+    params: dict = {"caller": caller, "now": now, "limit": limit + 1}
+    if before_seq is not None:
+        where.append("r.seq < :before")
+        params["before"] = before_seq
+    if patient:
+        where.append("r.patient = :patient")
+        params["patient"] = patient
+    if type:
+        where.append("r.type = :type")
+        params["type"] = type
+    for n, tag in enumerate(tags or []):
+        where.append(f"EXISTS (SELECT 1 FROM record_tags t WHERE t.record_id = r.id AND t.tag = :tag{n})")
+        params[f"tag{n}"] = tag
+    if code:
+        system, _, bare = code.rpartition("|")
+        where.append("EXISTS (SELECT 1 FROM record_codes c WHERE c.record_id = r.id AND c.code = :code"
+                     + (" AND c.system = :system)" if system else ")"))
+        params.update(code=bare, system=system)
+    if since:
+        where.append("r.date >= :since")
+        params["since"] = since
+    if until:
+        where.append("r.date <= :until")
+        params["until"] = until
+    if q:
+        query = _fts_query(q)
+        if query:
+            where.append("r.seq IN (SELECT rowid FROM records_fts WHERE records_fts MATCH :q)")
+            params["q"] = query
+    rows = [_row(r) for r in conn.execute(
+        f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY r.seq DESC LIMIT :limit", params)]
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1]["seq"]
+    return rows, None

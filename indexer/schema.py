@@ -1,0 +1,82 @@
+"""Schema migrations, numbered from day one; ``PRAGMA user_version`` records
+the last one applied. Each migration must be safe to re-run after a crash
+part-way (``if_not_exists`` / ``replace``), because DDL helpers commit as
+they go. Add new migrations at the end; never edit an applied one.
+"""
+from __future__ import annotations
+
+import sqlite3
+
+import sqlite_utils
+
+
+def _m001_initial(db: sqlite_utils.Database) -> None:
+    db["principals"].create(
+        {"did": str, "name": str, "role": str, "created": str}, pk="did", if_not_exists=True)
+    db["tokens"].create(
+        {"id": str, "hash": bytes, "principal": str, "scopes": str, "created": str,
+         "expires": str, "revoked": str},
+        pk="id", not_null={"hash", "principal", "scopes", "created"}, if_not_exists=True)
+    db["tokens"].create_index(["hash"], unique=True, if_not_exists=True)
+
+    db["records"].create(
+        {"seq": int, "id": str, "version": int, "cid": str, "patient": str, "type": str,
+         "content_type": str, "title": str, "text": str, "subject": str, "date": str,
+         "tags": str, "size": int, "created": str, "updated": str, "author": str},
+        pk="seq", not_null={"id", "version", "cid", "content_type", "size", "created", "updated", "author"},
+        if_not_exists=True)
+    db["records"].create_index(["id"], unique=True, if_not_exists=True)
+    db["records"].create_index(["patient", "seq"], if_not_exists=True)
+    db["records"].create_index(["type", "seq"], if_not_exists=True)
+    db["records"].create_index(["date"], if_not_exists=True)
+    db["records"].enable_fts(["title", "text"], fts_version="FTS5", create_triggers=True, replace=True)
+
+    db["versions"].create(
+        {"record_id": str, "version": int, "cid": str, "size": int, "content_type": str,
+         "created": str, "author": str},
+        pk=("record_id", "version"), if_not_exists=True)
+    db["versions"].create_index(["cid"], unique=True, if_not_exists=True)
+
+    db["envelopes"].create(
+        {"cid": str, "record_id": str, "version": int, "recipient": str, "granter": str,
+         "role": str, "granted": str, "expires": str, "revoked": str},
+        pk="cid", not_null={"record_id", "version", "recipient", "granter", "role", "granted"},
+        if_not_exists=True)
+    db["envelopes"].create_index(["recipient", "record_id", "version"], if_not_exists=True)
+    db["envelopes"].create_index(["record_id", "version"], if_not_exists=True)
+
+    db["record_tags"].create({"record_id": str, "tag": str}, pk=("record_id", "tag"), if_not_exists=True)
+    db["record_tags"].create_index(["tag"], if_not_exists=True)
+    db["record_codes"].create({"record_id": str, "system": str, "code": str},
+                              pk=("record_id", "system", "code"), if_not_exists=True)
+    db["record_codes"].create_index(["code"], if_not_exists=True)
+
+    db["pins"].create(
+        {"cid": str, "record_id": str, "kind": str, "desired": int, "status": str, "replicas": int,
+         "rmin": int, "rmax": int, "attempts": int, "next_attempt": float, "error": str,
+         "created": str, "updated": str},
+        pk="cid", not_null={"kind", "desired", "status", "created", "updated"}, if_not_exists=True)
+    db["pins"].create_index(["status", "next_attempt"], if_not_exists=True)
+    db["pins"].create_index(["record_id"], if_not_exists=True)
+
+    db["audit"].create(
+        {"seq": int, "time": str, "actor": str, "action": str, "record": str, "outcome": str,
+         "detail": str, "prev": str, "hash": str},
+        pk="seq", not_null={"time", "action", "outcome", "prev", "hash"}, if_not_exists=True)
+    db["audit"].create_index(["record", "seq"], if_not_exists=True)
+    db["audit"].create_index(["actor", "seq"], if_not_exists=True)
+
+
+MIGRATIONS = [_m001_initial]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Applies pending migrations; returns the schema version now in force."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    db = sqlite_utils.Database(conn)
+    for number, migration in enumerate(MIGRATIONS, start=1):
+        if number <= current:
+            continue
+        migration(db)
+        conn.execute(f"PRAGMA user_version={number}")
+    return len(MIGRATIONS)
