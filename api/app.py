@@ -9,6 +9,7 @@ from aiohttp import web
 from . import routes_admin, routes_audit, routes_records, routes_system
 from .auth import auth_middleware
 from .errors import error_middleware
+from .keys import VAULT
 
 log = logging.getLogger("medvault.api")
 
@@ -36,8 +37,7 @@ def _observe_middleware(vault):
 
 def make_app(vault) -> web.Application:
     app = web.Application(middlewares=[_observe_middleware(vault), error_middleware, auth_middleware(vault)])
-    app["vault"] = vault
-    app["log"] = log
+    app[VAULT] = vault
     for module in (routes_system, routes_records, routes_admin, routes_audit):
         app.add_routes(module.routes)
     return app

@@ -10,6 +10,8 @@ from aiohttp import web
 from daemon.auth import Caller, authenticate
 from daemon.errors import Forbidden
 
+from .keys import CALLER
+
 _UNSET = object()
 
 
@@ -22,7 +24,7 @@ def scope(*alternatives: str | None):
 
 
 def caller_of(request: web.Request) -> Caller:
-    return request["caller"]
+    return request[CALLER]
 
 
 def auth_middleware(vault):
@@ -39,6 +41,6 @@ def auth_middleware(vault):
         caller = await authenticate(vault.db, request.headers.get("Authorization"))
         if not scopes & caller.scopes:
             raise Forbidden(f"this token lacks the {' or '.join(sorted(scopes))} scope", "missing_scope")
-        request["caller"] = caller
+        request[CALLER] = caller
         return await handler(request)
     return middleware

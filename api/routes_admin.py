@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .auth import caller_of, scope
+from .keys import VAULT
 from .params import json_object
 
 routes = web.RouteTableDef()
@@ -13,20 +14,20 @@ routes = web.RouteTableDef()
 @scope("admin")
 async def add_principal(request: web.Request) -> web.Response:
     body = await json_object(request)
-    created = await request.app["vault"].add_principal(caller_of(request), body.get("name"))
+    created = await request.app[VAULT].add_principal(caller_of(request), body.get("name"))
     return web.json_response(created, status=201)
 
 
 @routes.get("/v1/principals")
 @scope("admin")
 async def list_principals(request: web.Request) -> web.Response:
-    return web.json_response({"items": await request.app["vault"].list_principals()})
+    return web.json_response({"items": await request.app[VAULT].list_principals()})
 
 
 @routes.post("/v1/tokens")
 @scope("admin")
 async def create_token(request: web.Request) -> web.Response:
     body = await json_object(request)
-    token = await request.app["vault"].create_token(caller_of(request), body.get("principal"),
+    token = await request.app[VAULT].create_token(caller_of(request), body.get("principal"),
                                                     body.get("scopes"), body.get("expires"))
     return web.json_response(token, status=201, headers={"Cache-Control": "no-store"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .auth import caller_of, scope
+from .keys import VAULT
 from .params import int_param
 
 routes = web.RouteTableDef()
@@ -13,7 +14,7 @@ routes = web.RouteTableDef()
 @scope("read", "operator")
 async def list_audit(request: web.Request) -> web.Response:
     q = request.query
-    result = await request.app["vault"].audit_entries(
+    result = await request.app[VAULT].audit_entries(
         caller_of(request), record=q.get("record"), principal=q.get("principal"), since=q.get("since"),
         after=int_param(request, "after", 0), limit=int_param(request, "limit", 100))
     return web.json_response(result)
@@ -22,4 +23,4 @@ async def list_audit(request: web.Request) -> web.Response:
 @routes.get("/v1/audit/verify")
 @scope("operator")
 async def verify_audit(request: web.Request) -> web.Response:
-    return web.json_response(await request.app["vault"].verify_audit())
+    return web.json_response(await request.app[VAULT].verify_audit())

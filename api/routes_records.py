@@ -1,6 +1,7 @@
 """/v1/records: upload, search, read (with Range), versions, update, erase."""
 from __future__ import annotations
 
+import logging
 import re
 
 from aiohttp import web
@@ -9,9 +10,11 @@ from daemon.errors import BadRequest, VaultError
 from daemon.record_input import RecordInput
 
 from .auth import caller_of, scope
+from .keys import VAULT
 from .errors import error_response, status_of
 from .params import int_param
 
+log = logging.getLogger("medvault.api")
 routes = web.RouteTableDef()
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _BODY_PIECE = 256 * 1024
@@ -34,7 +37,7 @@ def _wait_param(request: web.Request) -> bool:
 @scope("write")
 async def create_record(request: web.Request) -> web.Response:
     wait = _wait_param(request)
-    vault = request.app["vault"]
+    vault = request.app[VAULT]
     record = await vault.create(caller_of(request), request.content.iter_chunked(_BODY_PIECE),
                                 request.headers.get("Content-Type"), _record_input(request),
                                 request.content_length)
@@ -47,7 +50,7 @@ async def create_record(request: web.Request) -> web.Response:
 @scope("read")
 async def search_records(request: web.Request) -> web.Response:
     q = request.query
-    result = await request.app["vault"].search(
+    result = await request.app[VAULT].search(
         caller_of(request), patient=q.get("patient"), type=q.get("type"), tags=q.getall("tag", []),
         code=q.get("code"), since=q.get("since"), until=q.get("until"), q=q.get("q"),
         limit=int_param(request, "limit", 100), cursor=q.get("cursor"))
@@ -57,7 +60,7 @@ async def search_records(request: web.Request) -> web.Response:
 @routes.get("/v1/records/{id}")
 @scope("read")
 async def get_record(request: web.Request) -> web.Response:
-    return web.json_response(await request.app["vault"].get(caller_of(request), request.match_info["id"]))
+    return web.json_response(await request.app[VAULT].get(caller_of(request), request.match_info["id"]))
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -83,7 +86,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 @routes.get("/v1/records/{id}/content")
 @scope("read")
 async def get_content(request: web.Request) -> web.StreamResponse:
-    opened = await request.app["vault"].open(caller_of(request), request.match_info["id"])
+    opened = await request.app[VAULT].open(caller_of(request), request.match_info["id"])
     try:
         span = parse_range(request.headers.get("Range"), opened.size)
     except ValueError:
@@ -104,7 +107,7 @@ async def get_content(request: web.Request) -> web.StreamResponse:
             await response.write(piece)
     except VaultError as error:
         # Headers are gone; cutting the connection is the only honest signal left.
-        request.app["log"].warning("read aborted mid-stream", extra={"status": status_of(error),
+        log.warning("read aborted mid-stream", extra={"status": status_of(error),
                                                                      "code": error.code})
         request.transport.close() if request.transport else None
         return response
@@ -115,7 +118,7 @@ async def get_content(request: web.Request) -> web.StreamResponse:
 @routes.put("/v1/records/{id}")
 @scope("write")
 async def update_record(request: web.Request) -> web.Response:
-    record = await request.app["vault"].update(
+    record = await request.app[VAULT].update(
         caller_of(request), request.match_info["id"], request.content.iter_chunked(_BODY_PIECE),
         request.headers.get("Content-Type"), _record_input(request), request.content_length)
     return web.json_response(record)
@@ -124,12 +127,12 @@ async def update_record(request: web.Request) -> web.Response:
 @routes.delete("/v1/records/{id}")
 @scope("write")
 async def erase_record(request: web.Request) -> web.Response:
-    await request.app["vault"].erase(caller_of(request), request.match_info["id"])
+    await request.app[VAULT].erase(caller_of(request), request.match_info["id"])
     return web.Response(status=204)
 
 
 @routes.get("/v1/records/{id}/versions")
 @scope("read")
 async def list_versions(request: web.Request) -> web.Response:
-    items = await request.app["vault"].versions(caller_of(request), request.match_info["id"])
+    items = await request.app[VAULT].versions(caller_of(request), request.match_info["id"])
     return web.json_response({"items": items})

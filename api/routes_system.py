@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .auth import scope
+from .keys import VAULT
 from .openapi import document
 
 routes = web.RouteTableDef()
@@ -12,14 +13,14 @@ routes = web.RouteTableDef()
 @routes.get("/v1/health")
 @scope(None)
 async def health(request: web.Request) -> web.Response:
-    report = await request.app["vault"].health()
+    report = await request.app[VAULT].health()
     return web.json_response(report, status=200 if report["status"] == "ok" else 503)
 
 
 @routes.get("/metrics")
 @scope("operator")
 async def metrics(request: web.Request) -> web.Response:
-    vault = request.app["vault"]
+    vault = request.app[VAULT]
     await vault.refresh_gauges()
     return web.Response(body=vault.metrics.render(), content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})

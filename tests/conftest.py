@@ -1,0 +1,66 @@
+"""Shared fixtures: a real node (local backend, real SQLite) in a temp dir and
+an HTTP client for its API. Kubo/Cluster fixtures live in tests/ipfs.py."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+
+from api.app import make_app
+from daemon.config import Config
+from daemon.node import close_vault, init_data_dir, open_vault
+
+
+@dataclass
+class Api:
+    """The test client plus the owner's token and helpers to act as others."""
+
+    client: object
+    vault: object
+    owner_token: str
+    owner_did: str
+
+    def auth(self, token: str | None = None) -> dict:
+        return {"Authorization": f"Bearer {token or self.owner_token}"}
+
+    async def principal(self, name: str, scopes=("read", "write", "share")) -> tuple[str, str]:
+        """Creates a principal and a token for it; returns (did, token)."""
+        resp = await self.client.post("/v1/principals", json={"name": name}, headers=self.auth())
+        assert resp.status == 201, await resp.text()
+        did = (await resp.json())["did"]
+        resp = await self.client.post("/v1/tokens", json={"principal": did, "scopes": list(scopes)},
+                                      headers=self.auth())
+        assert resp.status == 201, await resp.text()
+        return did, (await resp.json())["token"]
+
+    async def put(self, data: bytes, content_type: str = "application/octet-stream", token: str | None = None,
+                  **params) -> dict:
+        resp = await self.client.post("/v1/records", data=data, params=params,
+                                      headers={**self.auth(token), "Content-Type": content_type})
+        assert resp.status == 201, await resp.text()
+        return await resp.json()
+
+
+async def make_node(path: str, **overrides) -> tuple[object, dict]:
+    info = await init_data_dir(Config(data_dir=path))
+    config = Config.load(path)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return await open_vault(config.validate()), info
+
+
+@pytest.fixture
+async def vault(tmp_path):
+    node, _ = await make_node(str(tmp_path / "node"), chunk_size=4096)
+    yield node
+    await close_vault(node)
+
+
+@pytest.fixture
+async def api(vault, aiohttp_client):
+    client = await aiohttp_client(make_app(vault))
+    with open(os.path.join(vault.config.data_dir, "owner.token")) as handle:
+        token = handle.read().strip()
+    owner = [p for p in vault.keys.principals() if p.name == "owner"][0]
+    return Api(client, vault, token, owner.did)

@@ -1,0 +1,195 @@
+"""Format version 1: published vectors, and every tampering fails to open."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+
+import dag_cbor
+import pytest
+from multiformats import CID
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt
+
+from daemon import crypto
+from daemon.blocks import Block, FormatError
+from daemon.cid import DAG_CBOR, RAW, Cid
+from daemon.envelope import NotForUs, build_envelope, open_envelope
+from daemon.identity import Principal
+from daemon.manifest import SignatureError, build_link_tree, build_manifest, decode_manifest, open_metadata
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+with open(os.path.join(ROOT, "docs", "vectors", "format-v1.json")) as _f:
+    VECTORS = json.load(_f)
+_spec = importlib.util.spec_from_file_location("format_vectors", os.path.join(ROOT, "scripts", "format_vectors.py"))
+format_vectors = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(format_vectors)
+
+
+def test_vectors_reproduce_exactly():
+    fresh = format_vectors.deterministic()
+    for key in ("inputs", "author_did", "recipient_did", "chunks", "manifest"):
+        assert fresh[key] == VECTORS[key], key
+
+
+def test_chunk_vector_opens_with_plain_libsodium():
+    """An independent reading of the STREAM construction from FORMAT.md."""
+    inputs = VECTORS["inputs"]
+    dek, sid = bytes.fromhex(inputs["dek"]), bytes.fromhex(inputs["stream_id"])
+    plaintext = b""
+    for i, chunk in enumerate(VECTORS["chunks"]):
+        data = bytes.fromhex(chunk["hex"])
+        assert chunk["cid"] == CID("base32", 1, "raw", ("sha2-256", hashlib.sha256(data).digest())).encode()
+        last = i == len(VECTORS["chunks"]) - 1
+        aad = b"medvault/v1/chunk\x00" + sid + i.to_bytes(8, "big") + bytes([last])
+        plaintext += crypto_aead_xchacha20poly1305_ietf_decrypt(data, aad, sid + i.to_bytes(8, "big"), dek)
+    assert plaintext.hex() == inputs["plaintext_hex"]
+
+
+def test_envelope_vector_opens_to_the_dek():
+    env = VECTORS["envelope"]
+    recipient = Principal.from_seed("r", bytes.fromhex(VECTORS["inputs"]["recipient_seed"]))
+    cid = Cid.parse(env["cid"])
+    data = bytes.fromhex(env["hex"])
+    assert cid.matches(data)
+    grant = open_envelope(cid, data, recipient)
+    assert grant.dek.hex() == env["opens_to_dek"]
+    assert str(grant.manifest) == VECTORS["manifest"]["cid"]
+    assert grant.granter == VECTORS["author_did"]
+    node = dag_cbor.decode(data)
+    assert set(node) == {"v", "manifest", "box"}  # no names or ids in clear
+
+
+def test_manifest_vector_decodes_and_verifies():
+    m = VECTORS["manifest"]
+    manifest = decode_manifest(Cid.parse(m["cid"]), bytes.fromhex(m["hex"]))
+    body = open_metadata(manifest, bytes.fromhex(VECTORS["inputs"]["dek"]))
+    assert body["author"] == VECTORS["author_did"]
+    assert [str(c) for c in manifest.links] == [c["cid"] for c in VECTORS["chunks"]]
+    assert set(dag_cbor.decode(bytes.fromhex(m["hex"]))) == {"v", "sid", "cs", "depth", "links", "meta"}
+
+
+def test_our_cids_equal_multiformats():
+    for codec, name in ((RAW, "raw"), (DAG_CBOR, "dag-cbor")):
+        for n in (0, 1, 1000):
+            data = os.urandom(n)
+            ours = Cid.for_data(codec, data)
+            theirs = CID("base32", 1, name, ("sha2-256", hashlib.sha256(data).digest()))
+            assert str(ours) == theirs.encode() and bytes(ours) == bytes(theirs)
+            assert Cid.parse(theirs.encode()) == ours
+
+
+@pytest.mark.parametrize("text", ["", "nope", "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
+                                  "bafkqaaa", "bagaaierasords4njcts6vs7qvdjfcvgnume4hqohf65zsfguprqphs3icwea"])
+def test_cid_parse_refuses_what_v1_does_not_write(text):
+    with pytest.raises(ValueError):
+        Cid.parse(text)
+
+
+# ---- tampering ------------------------------------------------------------
+
+AUTHOR = Principal.from_seed("a", bytes([7]) * 32)
+READER = Principal.from_seed("b", bytes([8]) * 32)
+
+
+def _sealed(n_chunks: int = 4, cs: int = 64):
+    dek, sid = crypto.new_data_key(), crypto.new_stream_id()
+    plain = [os.urandom(cs) for _ in range(n_chunks)]
+    blocks = [Block.raw(crypto.seal_chunk(dek, sid, i, i == n_chunks - 1, p)) for i, p in enumerate(plain)]
+    return dek, sid, plain, blocks
+
+
+def _open_all(dek, sid, blocks):
+    return [crypto.open_chunk(dek, sid, i, i == len(blocks) - 1, b.data) for i, b in enumerate(blocks)]
+
+
+def test_chunks_round_trip():
+    dek, sid, plain, blocks = _sealed()
+    assert _open_all(dek, sid, blocks) == plain
+
+
+@pytest.mark.parametrize("index", [0, 2, 3])
+def test_flipped_bit_in_any_chunk_fails(index):
+    dek, sid, _, blocks = _sealed()
+    data = bytearray(blocks[index].data)
+    data[len(data) // 2] ^= 0x01
+    blocks[index] = Block.raw(bytes(data))
+    with pytest.raises(crypto.DecryptError):
+        _open_all(dek, sid, blocks)
+
+
+def test_swapped_chunks_fail():
+    dek, sid, _, blocks = _sealed()
+    blocks[0], blocks[1] = blocks[1], blocks[0]
+    with pytest.raises(crypto.DecryptError):
+        _open_all(dek, sid, blocks)
+
+
+def test_dropped_last_chunk_fails():
+    dek, sid, _, blocks = _sealed()
+    with pytest.raises(crypto.DecryptError):
+        _open_all(dek, sid, blocks[:-1])  # the new last chunk was not sealed as last
+
+
+def test_chunk_from_another_stream_fails():
+    dek, sid, _, blocks = _sealed()
+    _, _, _, others = _sealed()
+    with pytest.raises(crypto.DecryptError):
+        _open_all(dek, sid, [others[0], *blocks[1:]])
+
+
+def _manifest(links, dek=None, sid=None, author=AUTHOR):
+    dek, sid = dek or crypto.new_data_key(), sid or crypto.new_stream_id()
+    body = {"record": "x" * 26, "version": 1, "author": author.did, "size": 1}
+    return dek, build_manifest(dek, sid, 64, 0, links, body, author)
+
+
+def test_flipped_bit_in_manifest_fails():
+    _, _, _, blocks = _sealed()
+    dek, manifest = _manifest([b.cid for b in blocks])
+    for pos in range(10, len(manifest.data), 7):
+        data = bytearray(manifest.data)
+        data[pos] ^= 0x04
+        tampered = Block.raw(bytes(data))  # whatever CID it now has
+        with pytest.raises((FormatError, SignatureError, crypto.DecryptError, ValueError)):
+            open_metadata(decode_manifest(Cid.for_data(DAG_CBOR, bytes(data)), bytes(data)), dek)
+        assert tampered.cid != manifest.cid
+
+
+def test_manifest_with_swapped_links_fails_signature():
+    _, _, _, blocks = _sealed()
+    dek, manifest = _manifest([b.cid for b in blocks])
+    node = dag_cbor.decode(manifest.data)
+    node["links"] = [node["links"][1], node["links"][0], *node["links"][2:]]
+    forged = Block.dag_cbor(node)
+    with pytest.raises(SignatureError):
+        open_metadata(decode_manifest(forged.cid, forged.data), dek)
+
+
+def test_link_tree_spans_levels():
+    cids = [Cid.for_data(RAW, bytes([i % 256, i // 256])) for i in range(300)]
+    depth, top, link_blocks = build_link_tree(cids, fanout=16)
+    assert depth == 2 and len(top) <= 16
+    assert len(link_blocks) == 19 + 2  # 19 leaves of 16, then 2 parents
+
+
+def test_envelope_refuses_other_recipient_and_tampering():
+    dek = crypto.new_data_key()
+    manifest_cid = Cid.for_data(DAG_CBOR, b"m")
+    env = build_envelope(manifest_cid, dek, READER.did, AUTHOR, "2024-01-01T00:00:00.000Z")
+    assert open_envelope(env.cid, env.data, READER).dek == dek
+    with pytest.raises(NotForUs):
+        open_envelope(env.cid, env.data, AUTHOR)
+    node = dag_cbor.decode(env.data)
+    box = bytearray(node["box"])
+    box[-3] ^= 1
+    node["box"] = bytes(box)
+    bad = Block.dag_cbor(node)
+    with pytest.raises(NotForUs):
+        open_envelope(bad.cid, bad.data, READER)
+    # re-pointed at another manifest: the granter's signature no longer covers it
+    node = dag_cbor.decode(env.data)
+    node["manifest"] = Cid.for_data(DAG_CBOR, b"other").to_link()
+    moved = Block.dag_cbor(node)
+    with pytest.raises(SignatureError):
+        open_envelope(moved.cid, moved.data, READER)

@@ -1,0 +1,113 @@
+"""The SQLite index: group commit, isolation of failures, search, audit chain."""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from indexer import audit, records
+from indexer.db import Database
+
+
+@pytest.fixture
+async def db(tmp_path):
+    database = Database(str(tmp_path / "index.sqlite"))
+    await database.start()
+    yield database
+    await database.close()
+
+
+def _record(rid: str, version: int = 1, **extra) -> dict:
+    return {"id": rid, "version": version, "cid": f"bafy{rid}{version}", "content_type": "text/plain", "size": 1,
+            "created": "2024-01-01T00:00:00.000Z", "updated": "2024-01-01T00:00:00.000Z", "author": "did:a",
+            "tags": [], **extra}
+
+
+def _env(rid: str, who: str, version: int = 1, expires=None) -> dict:
+    return {"cid": f"env-{rid}-{who}-{version}", "record_id": rid, "version": version, "recipient": who,
+            "granter": "did:a", "role": "author", "granted": "2024-01-01T00:00:00.000Z", "expires": expires}
+
+
+async def test_wal_mode_and_concurrent_writes_all_commit(db):
+    mode = await db.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
+    assert mode == "wal"
+    await asyncio.gather(*[db.write(audit.append, "t", "did:a", "write", f"r{i}", "ok") for i in range(200)])
+    result = await db.read(audit.verify)
+    assert result["ok"] and result["count"] == 200
+
+
+async def test_a_failing_write_rolls_back_only_itself(db):
+    def bad(conn):
+        audit.append(conn, "t", "did:a", "write", "bad", "ok")
+        raise sqlite3.IntegrityError("boom")
+
+    results = await asyncio.gather(db.write(audit.append, "t", "did:a", "write", "good", "ok"), db.write(bad),
+                                   return_exceptions=True)
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    entries = await db.read(audit.entries)
+    assert [e["record"] for e in entries] == ["good"]
+
+
+async def test_search_filters_by_envelope_and_fields(db):
+    def seed(conn):
+        records.save_version(conn, _record("r1", title="Blood panel", patient="did:p", type="Observation",
+                                           date="2024-03-01", tags=["lab"]), [_env("r1", "did:a")],
+                             [("http://loinc.org", "718-7")])
+        records.save_version(conn, _record("r2", title="X-ray chest", type="ImagingStudy", date="2023-01-01"),
+                             [_env("r2", "did:a"), _env("r2", "did:b")], [])
+        records.save_version(conn, _record("r3", title="Expired grant"),
+                             [_env("r3", "did:b", expires="2000-01-01T00:00:00.000Z")], [])
+
+    await db.write(seed)
+    now = "2025-01-01T00:00:00.000Z"
+
+    async def ids(caller, **kw):
+        rows, _ = await db.read(records.search, caller, now, **kw)
+        return [r["id"] for r in rows]
+
+    assert await ids("did:a") == ["r2", "r1"]
+    assert await ids("did:b") == ["r2"]  # r1 not granted, r3 expired
+    assert await ids("did:nobody") == []
+    assert await ids("did:a", q="blood") == ["r1"]
+    assert await ids("did:a", q='panel" OR "x') == []  # quotes cannot inject FTS syntax
+    assert await ids("did:a", code="718-7") == ["r1"]
+    assert await ids("did:a", code="http://loinc.org|718-7") == ["r1"]
+    assert await ids("did:a", code="other|718-7") == []
+    assert await ids("did:a", tags=["lab"]) == ["r1"]
+    assert await ids("did:a", since="2024-01-01") == ["r1"]
+    assert await ids("did:a", until="2023-12-31") == ["r2"]
+    assert await ids("did:a", patient="did:p", type="Observation") == ["r1"]
+
+
+async def test_keyset_pagination_visits_each_record_once(db):
+    def seed(conn):
+        for i in range(25):
+            records.save_version(conn, _record(f"r{i:02d}"), [_env(f"r{i:02d}", "did:a")], [])
+
+    await db.write(seed)
+    seen, before = [], None
+    while True:
+        rows, before = await db.read(records.search, "did:a", "2025", before_seq=before, limit=10)
+        seen += [r["id"] for r in rows]
+        if before is None:
+            break
+    assert seen == [f"r{i:02d}" for i in reversed(range(25))]
+
+
+async def test_version_race_is_refused(db):
+    await db.write(records.save_version, _record("r1"), [], [])
+    await db.write(records.save_version, _record("r1", version=2), [], [])
+    with pytest.raises(sqlite3.IntegrityError):
+        await db.write(records.save_version, _record("r1", version=2, cid="bafyother"), [], [])
+
+
+async def test_audit_verify_names_the_first_broken_entry(db):
+    for i in range(5):
+        await db.write(audit.append, "t", "did:a", "read", f"r{i}", "ok")
+    await db.write(lambda c: c.execute("UPDATE audit SET actor = 'did:evil' WHERE seq = 3"))
+    result = await db.read(audit.verify)
+    assert result == {"ok": False, "count": 2, "head": result["head"], "broken_at": 3}
+    await db.write(lambda c: c.execute("UPDATE audit SET actor = 'did:a' WHERE seq = 3"))
+    await db.write(lambda c: c.execute("DELETE FROM audit WHERE seq = 4"))
+    assert (await db.read(audit.verify))["broken_at"] == 4
