@@ -91,6 +91,9 @@ def document() -> dict:
                                            "scopes": {"type": "array", "items": {"$ref": "#/components/schemas/Scope"}},
                                            "expires": {"type": "string", "format": "date-time"}}}}}},
                                    op_id="createToken")},
+        "/v1/tokens/{token_id}": {"delete": _op("Revoke a token", "admin", {"204": {"description": "revoked"}},
+                                                [{"name": "token_id", "in": "path", "required": True,
+                                                  "schema": {"type": "string"}}], op_id="revokeToken")},
         "/v1/audit": {"get": _op("Audit entries (own records with read; all with operator)", "read|operator",
                                  {"200": _LIST("AuditEntry")}, [
                                      _q("record", "record id"), _q("principal", "actor did"),

@@ -31,3 +31,10 @@ async def create_token(request: web.Request) -> web.Response:
     token = await request.app[VAULT].create_token(caller_of(request), body.get("principal"),
                                                     body.get("scopes"), body.get("expires"))
     return web.json_response(token, status=201, headers={"Cache-Control": "no-store"})
+
+
+@routes.delete("/v1/tokens/{token_id}")
+@scope("admin")
+async def revoke_token(request: web.Request) -> web.Response:
+    await request.app[VAULT].revoke_token(caller_of(request), request.match_info["token_id"])
+    return web.Response(status=204)

@@ -31,7 +31,7 @@ from .blockstore.base import BlockStore, Pinner
 from .cid import Cid
 from .config import Config
 from .envelope import NotForUs, build_envelope, open_envelope
-from .errors import (BadRequest, BlockNotFound, Conflict, Forbidden, IntegrityError, NotFound, TooLarge,
+from .errors import (BadRequest, Conflict, Forbidden, IntegrityError, NotFound, TooLarge,
                      VaultError)
 from .identity import InvalidDid, Principal, check_did
 from .ingest import iterate_bytes, seal_stream
@@ -144,12 +144,6 @@ class Vault:
         if caller.did not in authors:
             raise Forbidden("only the record's patient or author may change or erase it", "not_owner")
 
-    async def _get_block(self, cid: Cid) -> bytes:
-        try:
-            return await self.blocks.get(cid)
-        except BlockNotFound:
-            raise IntegrityError("a block of this record is missing from the store", "block_missing") from None
-
     async def _open_version(self, did: str, record_id: str, version: int, manifest_cid: str):
         """Finds and opens the caller's envelope, then the manifest; checks both signatures."""
         envelope_cid = await self.db.read(records.live_envelope, record_id, version, did, timeutil.now())
@@ -157,11 +151,11 @@ class Vault:
             raise NotFound("no such record", "record_not_found")
         try:
             env_cid = Cid.parse(envelope_cid)
-            grant = open_envelope(env_cid, await self._get_block(env_cid), self._key_of(did))
+            grant = open_envelope(env_cid, await self.blocks.get(env_cid), self._key_of(did))
             if str(grant.manifest) != manifest_cid:
                 raise IntegrityError("the envelope points at another manifest")
             cid = Cid.parse(manifest_cid)
-            manifest = decode_manifest(cid, await self._get_block(cid))
+            manifest = decode_manifest(cid, await self.blocks.get(cid))
             body = open_metadata(manifest, grant.dek)
         except (FormatError, SignatureError, NotForUs, crypto.DecryptError):
             raise IntegrityError("the record's envelope or manifest failed verification") from None
@@ -439,6 +433,18 @@ class Vault:
         await self._audit(caller.did, "token_create", None, "ok", {"token": token_id, "principal": principal})
         return {"token": token, "id": token_id, "principal": principal, "scopes": sorted(set(scopes)),
                 "expires": expires}
+
+    async def revoke_token(self, caller: Caller, token_id: str) -> None:
+        now = timeutil.now()
+
+        def commit(conn: sqlite3.Connection) -> bool:
+            if not principal_rows.revoke_token(conn, token_id, now):
+                return False
+            audit.append(conn, now, caller.did, "token_revoke", None, "ok", {"token": token_id})
+            return True
+
+        if not await self.db.write(commit):
+            raise NotFound("no such active token", "token_not_found")
 
     async def audit_entries(self, caller: Caller, *, record: str | None = None, principal: str | None = None,
                             since: str | None = None, after: int = 0, limit: int = 100) -> dict:

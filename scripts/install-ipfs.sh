@@ -29,7 +29,8 @@ pinned() { awk -v m="$1" '$1==m {print $2; exit} $1=="require" && $2==m {print $
 
 # built_from BINARY MODULE VERSION: BINARY was built with MODULE@VERSION
 built_from() {
-  [ -x "$1" ] && go version -m "$1" 2>/dev/null | awk '$1=="dep"||$1=="mod" {print $2, $3}' | grep -qx "$2 $3"
+  [ -x "$1" ] || return 1
+  go version -m "$1" 2>/dev/null | awk -v m="$2" -v v="$3" '($1=="dep"||$1=="mod") && $2==m && $3==v {found=1} END {exit !found}'
 }
 
 # install TOOLDIR MODULE PACKAGE...
@@ -41,6 +42,7 @@ install() {
     local name=${package##*/} cached="$cache/${package##*/}-$version"
     if built_from "$bin/$name" "$module" "$version"; then
       echo "install-ipfs: $name $version already built"
+      built_from "$cached" "$module" "$version" || { cp "$bin/$name" "$cached.tmp" && mv "$cached.tmp" "$cached"; }
     elif built_from "$cached" "$module" "$version"; then
       cp "$cached" "$bin/$name.tmp" && mv "$bin/$name.tmp" "$bin/$name"
       echo "install-ipfs: $name $version from $cache"
