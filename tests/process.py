@@ -1,0 +1,60 @@
+"""Helpers to run the real ``medvault`` command and daemon as subprocesses."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+MEDVAULT = [sys.executable, "-m", "daemon.cli"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run([*MEDVAULT, *args], cwd=ROOT, capture_output=True, timeout=300, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"medvault {args[0]} failed: {result.stderr.decode()[-2000:]}")
+    return result
+
+
+def run_json(*args: str) -> dict:
+    return json.loads(run(*args).stdout)
+
+
+class Daemon:
+    """``medvault daemon`` on a free loopback port; logs go to a file."""
+
+    def __init__(self, data_dir: str, log_path: str):
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> "Daemon":
+        api_file = os.path.join(self.data_dir, "api")
+        if os.path.exists(api_file):
+            os.unlink(api_file)  # a killed daemon leaves it behind
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([*MEDVAULT, "daemon", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0"],
+                                     cwd=ROOT, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(api_file):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("daemon did not start: " + open(self.log_path).read()[-2000:])
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else 0
