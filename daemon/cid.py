@@ -13,13 +13,16 @@ import base64
 import hashlib
 import hmac
 
-from multiformats import CID as _MfCID
+from multiformats import CID as _MfCID, multibase, multicodec, multihash
 
 RAW = 0x55
 DAG_CBOR = 0x71
 _SHA2_256 = 0x12
 _DIGEST_LEN = 32
 _CODECS = {RAW: "raw", DAG_CBOR: "dag-cbor"}
+_BASE32 = multibase.get("base32")
+_MF_CODECS = {code: multicodec.get(name) for code, name in _CODECS.items()}
+_MF_SHA2_256 = multihash.get("sha2-256")
 
 
 class Cid:
@@ -69,8 +72,16 @@ class Cid:
         return self._bytes[4:]
 
     def to_link(self) -> _MfCID:
-        """The multiformats CID dag-cbor encodes as a tag-42 link (slow; use sparingly)."""
-        return _MfCID.decode(self._bytes)
+        """The multiformats CID that dag-cbor encodes as a tag-42 link.
+
+        Our bytes are already validated, so we use multiformats' internal
+        constructor that skips re-validation (~130,000/s against ~8,000/s);
+        if a future multiformats drops it, the public decoder still works.
+        """
+        try:
+            return _MfCID._new_instance(_MfCID, _BASE32, 1, _MF_CODECS[self.codec], _MF_SHA2_256, self._bytes[2:])
+        except AttributeError:  # pragma: no cover - only on an incompatible multiformats
+            return _MfCID.decode(self._bytes)
 
     def matches(self, data: bytes | bytearray | memoryview) -> bool:
         """True when ``data`` hashes to this CID (constant-time digest compare)."""

@@ -19,7 +19,7 @@ from . import crypto
 from .blocks import Block, FormatError, decode_node
 from .cid import DAG_CBOR, Cid
 from .identity import InvalidDid, Principal, box_public_key_of, verify
-from .manifest import SignatureError
+from .manifest import SignatureError, canonical_json
 
 _SIG_DOMAIN = b"medvault/v1/envelope-sig\x00"
 
@@ -42,8 +42,8 @@ class Grant:
 
 def _signed_fields(manifest: Cid, dek: bytes, recipient: str, granter: str, granted: str,
                    expires: str | None) -> bytes:
-    return _SIG_DOMAIN + dag_cbor.encode({
-        "manifest": bytes(manifest), "dek": dek, "to": recipient, "from": granter,
+    return _SIG_DOMAIN + canonical_json({
+        "manifest": str(manifest), "dek": dek.hex(), "to": recipient, "from": granter,
         "granted": granted, "expires": expires,
     })
 
@@ -95,7 +95,8 @@ def open_envelope(cid: Cid, data: bytes, principal: Principal) -> Grant:
         granted, expires, signature = inner["granted"], inner["expires"], inner["sig"]
     except (KeyError, TypeError) as exc:
         raise FormatError("malformed envelope box") from exc
-    if not (isinstance(dek, bytes) and len(dek) == crypto.KEY_BYTES):
+    if not (isinstance(dek, bytes) and len(dek) == crypto.KEY_BYTES and isinstance(granted, str)
+            and (expires is None or isinstance(expires, str))):
         raise FormatError("malformed envelope box")
     if recipient != principal.did:
         raise SignatureError("envelope names another recipient")

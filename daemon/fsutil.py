@@ -1,7 +1,12 @@
 """Crash-safe file writes: a reader sees the old file or the whole new one."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_syncfs = getattr(_libc, "syncfs", None)
 
 
 def fsync_dir(path: str) -> None:
@@ -13,10 +18,11 @@ def fsync_dir(path: str) -> None:
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600, exclusive: bool = False,
-                 sync_dir: bool = True) -> None:
+                 sync_dir: bool = True, fsync: bool = True) -> None:
     """Writes ``data`` to a temp file, fsyncs it, renames it over ``path`` and
     fsyncs the directory. ``exclusive`` refuses to replace an existing file;
-    ``sync_dir=False`` leaves the directory fsync to a caller writing many files."""
+    ``fsync=False, sync_dir=False`` leave durability to a caller that flushes
+    many files at once (``sync_filesystem``)."""
     directory = os.path.dirname(path) or "."
     tmp = f"{path}.tmp-{os.getpid()}-{id(data)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -24,7 +30,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, exclusive: bool = Fa
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                os.fsync(handle.fileno())
         if exclusive:
             os.link(tmp, path)  # fails with FileExistsError instead of replacing
             os.unlink(tmp)
@@ -38,3 +45,15 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, exclusive: bool = Fa
         raise
     if sync_dir:
         fsync_dir(directory)
+
+
+def sync_filesystem(path: str) -> None:
+    """Flushes every dirty page and metadata change of the filesystem holding
+    ``path`` (Linux ``syncfs``; ``sync`` elsewhere). One call makes a whole
+    batch of writes durable, which is what group commit needs."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _syncfs is None or _syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)

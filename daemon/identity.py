@@ -50,6 +50,7 @@ def verify_key_of(did: str) -> VerifyKey:
     return VerifyKey(_public_key_of(did))
 
 
+@lru_cache(maxsize=4096)
 def box_public_key_of(did: str) -> PublicKey:
     """The X25519 key a did:key's holder opens sealed boxes with."""
     return PublicKey(crypto_sign_ed25519_pk_to_curve25519(_public_key_of(did)))

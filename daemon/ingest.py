@@ -20,11 +20,18 @@ from .cid import Cid
 from .errors import BadRequest, TooLarge
 
 
+_INLINE_BYTES = 64 * 1024
+
+
 @dataclass
 class SealedContent:
+    """The sealed record: its chunk CIDs, and any chunk blocks not yet stored
+    (``pending``) that the caller must put together with the manifest."""
+
     stream_id: bytes
     size: int
     chunks: list[Cid]
+    pending: list[Block]
 
 
 def _seal_block(dek: bytes, stream_id: bytes, index: int, last: bool, plaintext: bytes) -> Block:
@@ -35,6 +42,8 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
                       chunk_size: int, max_bytes: int, concurrency: int,
                       stream_id: bytes | None = None) -> SealedContent:
     """Seals and stores every chunk of ``source``; returns their CIDs in order.
+    A record of a single chunk is left in ``pending`` so that the small-record
+    path stores all its blocks in one batch.
 
     On any failure the chunks already stored stay behind as unreferenced
     blocks for garbage collection; nothing refers to them.
@@ -43,11 +52,18 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
     stream_id = stream_id or crypto.new_stream_id()
     slots = asyncio.Semaphore(concurrency)
     tasks: list[asyncio.Task] = []
+    pending: list[Block] = []
 
     async def process(index: int, last: bool, plaintext: bytes) -> Cid:
         try:
-            block = await loop.run_in_executor(pool, _seal_block, dek, stream_id, index, last, plaintext)
-            await store.put_many([block])
+            if len(plaintext) <= _INLINE_BYTES:  # a thread hop costs more than sealing this
+                block = _seal_block(dek, stream_id, index, last, plaintext)
+            else:
+                block = await loop.run_in_executor(pool, _seal_block, dek, stream_id, index, last, plaintext)
+            if index == 0 and last:
+                pending.append(block)  # a one-chunk record: stored with its manifest in one batch
+            else:
+                await store.put_many([block])
             return block.cid
         finally:
             slots.release()
@@ -80,7 +96,7 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    return SealedContent(stream_id, size, list(chunks))
+    return SealedContent(stream_id, size, list(chunks), pending)
 
 
 async def iterate_bytes(data: bytes, piece: int = 1024 * 1024) -> AsyncIterator[bytes]:

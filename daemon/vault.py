@@ -82,6 +82,15 @@ def record_view(row: dict) -> dict:
     }
 
 
+def _seal_version(dek: bytes, stream_id: bytes, chunk_size: int, depth: int, links: list[Cid], body: dict,
+                  author: Principal, readers: list[dict], now: str):
+    """The signed manifest and one envelope per reader (CPU work, run on the pool)."""
+    manifest = build_manifest(dek, stream_id, chunk_size, depth, links, body, author)
+    link = manifest.cid.to_link()
+    return manifest, [build_envelope(manifest.cid, dek, r["recipient"], author, now, r.get("expires"), link)
+                      for r in readers]
+
+
 @dataclass
 class OpenRecord:
     """A readable record whose key is in hand; ``stream`` yields verified plaintext."""
@@ -218,17 +227,16 @@ class Vault:
                 "codes": [list(c) for c in summary.codes] if summary else [],
                 "text": summary.text if summary else None, "author": author.did, "created": now,
             }
-            manifest = build_manifest(dek, sealed.stream_id, self.config.chunk_size, depth, links, body, author)
-            link = manifest.cid.to_link()
-            envelopes, blocks = [], [*link_blocks, manifest]
-            for reader in readers:
-                block = build_envelope(manifest.cid, dek, reader["recipient"], author, now, reader.get("expires"),
-                                       link)
-                blocks.append(block)
-                envelopes.append({"cid": str(block.cid), "record_id": record_id, "version": version,
-                                  "recipient": reader["recipient"], "granter": author.did, "role": reader["role"],
-                                  "granted": now, "expires": reader.get("expires")})
-            await self.blocks.put_many(blocks)
+            # Signing and sealing release the GIL: off the event loop, onto the CPU pool.
+            manifest, envelope_blocks = await asyncio.get_running_loop().run_in_executor(
+                self.cpu, _seal_version, dek, sealed.stream_id, self.config.chunk_size, depth, links, body, author,
+                readers, now)
+            await self.blocks.put_many([*sealed.pending, *link_blocks, manifest, *envelope_blocks])
+            await self.blocks.sync()  # every block durable before the index says the record exists
+            envelopes = [{"cid": str(block.cid), "record_id": record_id, "version": version,
+                          "recipient": reader["recipient"], "granter": author.did, "role": reader["role"],
+                          "granted": now, "expires": reader.get("expires")}
+                         for reader, block in zip(readers, envelope_blocks)]
         finally:
             del self._inflight[marker]
         row = {"id": record_id, "version": version, "cid": str(manifest.cid), "patient": info.patient,

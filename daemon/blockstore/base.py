@@ -6,8 +6,10 @@ Modelled on IPFS Cluster's component split so that ``local``, ``kubo`` and
 ``cluster`` are interchangeable behind the Vault.
 
 Contracts:
-- ``put_many`` returns only when every block is durable in the backend, and
-  checks that the backend stored each block under the CID we computed.
+- ``put_many`` stores blocks and checks that the backend stored each under
+  the CID we computed; ``sync`` returns once every block put before it is
+  durable. The Vault calls ``sync`` once per record, before the index
+  commit, so a backend can make many records durable with one flush.
 - ``get`` returns bytes whose hash matches the CID, or raises
   ``IntegrityError``; missing blocks raise ``BlockNotFound``; an unreachable
   backend raises ``BackendUnavailable``.
@@ -28,6 +30,10 @@ class BlockStore(ABC):
 
     @abstractmethod
     async def put_many(self, blocks: list[Block]) -> None: ...
+
+    async def sync(self) -> None:
+        """Makes every block put so far durable (a no-op where puts already are)."""
+        return None
 
     @abstractmethod
     async def get(self, cid: Cid) -> bytes: ...

@@ -1,0 +1,30 @@
+"""Helpers for benchmarks: a real daemon subprocess, its peak RSS, timing."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from tests.process import Daemon, run_json  # noqa: E402
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the process's peak resident set since it started."""
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_node(backend_args: tuple[str, ...] = ()) -> tuple[Daemon, str, str, str]:
+    """Initialises a data dir and starts a daemon; returns (daemon, data_dir, api, token)."""
+    root = tempfile.mkdtemp(prefix="medvault-bench-")
+    data_dir = os.path.join(root, "node")
+    run_json("init", "--data-dir", data_dir, *backend_args)
+    daemon = Daemon(data_dir, os.path.join(root, "daemon.log")).start()
+    api = open(os.path.join(data_dir, "api")).read().strip()
+    token = open(os.path.join(data_dir, "owner.token")).read().strip()
+    return daemon, data_dir, api, token
