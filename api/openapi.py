@@ -31,6 +31,7 @@ def _q(name: str, description: str, schema: dict | None = None, repeat: bool = F
 
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[a-z2-7]{26}$"}}
+_CID = {"name": "cid", "in": "path", "required": True, "schema": {"type": "string"}}
 _JSON = lambda ref: {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}  # noqa: E731
 _LIST = lambda ref: {"content": {"application/json": {"schema": {  # noqa: E731
     "type": "object", "properties": {"items": {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}},
@@ -102,6 +103,13 @@ def document() -> dict:
                                      _q("limit", "page size", {"type": "integer"})], op_id="listAudit")},
         "/v1/audit/verify": {"get": _op("Recompute the audit hash chain", "operator", {"200": _JSON("AuditVerify")},
                                         op_id="verifyAudit")},
+        "/v1/pins": {"get": _op("Pin jobs with their status", "operator", {"200": _LIST("Pin")}, [
+            _q("status", "filter", {"enum": ["queued", "pinning", "pinned", "degraded", "failed"]}),
+            _q("after", "cid to continue after"), _q("limit", "page size", {"type": "integer"})], op_id="listPins")},
+        "/v1/pins/{cid}": {"parameters": [_CID], "get": _op("Desired vs actual, per peer", "operator",
+                                                            {"200": _JSON("PinDetail")}, op_id="getPin")},
+        "/v1/pins/{cid}/recover": {"parameters": [_CID], "post": _op("Re-pin now", "operator",
+                                                                     {"200": _JSON("PinDetail")}, op_id="recoverPin")},
         "/metrics": {"get": _op("Prometheus metrics", "operator", {"200": {"description": "text exposition",
                                                                            "content": {"text/plain": {}}}},
                                 op_id="metrics")},
@@ -145,6 +153,16 @@ def document() -> dict:
                 "AuditVerify": {"type": "object", "properties": {
                     "ok": {"type": "boolean"}, "count": {"type": "integer"}, "head": {"type": "string"},
                     "broken_at": {"type": "integer", "nullable": True}}},
+                "Pin": {"type": "object", "properties": {
+                    "cid": {"type": "string"}, "kind": {"type": "string", "enum": ["manifest", "envelope"]},
+                    "status": {"type": "string"}, "replicas": {"type": "integer"},
+                    "replication_min": {"type": "integer"}, "replication_max": {"type": "integer"},
+                    "attempts": {"type": "integer"}, "error": {"type": "string", "nullable": True},
+                    "updated": {"type": "string"}}},
+                "PinDetail": {"allOf": [{"$ref": "#/components/schemas/Pin"}, {"type": "object", "properties": {
+                    "desired": {"type": "object"}, "actual": {"type": "object", "properties": {
+                        "status": {"type": "string"}, "replicas": {"type": "integer"},
+                        "peers": {"type": "object", "additionalProperties": {"type": "string"}}}}}}]},
                 "Health": {"type": "object", "properties": {"status": {"type": "string", "enum": ["ok", "degraded"]},
                                                              "backend": {"type": "string"},
                                                              "checks": {"type": "object"}}},

@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--scope", action="append", required=True, help="repeatable, or comma-separated")
     t.add_argument("--expires")
 
+    p = sub.add_parser("pins", help="pin jobs: list, status CID, recover CID (operator)")
+    p.add_argument("action", nargs="?", choices=("list", "status", "recover"), default="list")
+    p.add_argument("cid", nargs="?")
+    p.add_argument("--status", dest="filter", help="list only pins with this status")
+
     p = sub.add_parser("gc", help="delete blocks no pinned record refers to (local backend)")
     p.add_argument("--grace", type=float, default=None, help="seconds a new block is spared (default: config)")
     p.add_argument("--force", action="store_true", help="collect even when the index pins nothing")
@@ -141,6 +146,16 @@ async def _client_command(args) -> int:
                 print_json(await client.request("POST", "/v1/principals", json={"name": args.name}))
             else:
                 print_json(await client.request("GET", "/v1/principals"))
+        elif args.command == "pins":
+            if args.action == "list":
+                print_json(await client.request("GET", "/v1/pins",
+                                                params={"status": args.filter} if args.filter else None))
+            elif not args.cid:
+                raise ClientError(f"pins {args.action} needs a CID")
+            elif args.action == "status":
+                print_json(await client.request("GET", f"/v1/pins/{args.cid}"))
+            else:
+                print_json(await client.request("POST", f"/v1/pins/{args.cid}/recover"))
         elif args.command == "token":
             scopes = [s for item in args.scope for s in item.split(",") if s]
             print_json(await client.request("POST", "/v1/tokens", json={

@@ -31,6 +31,11 @@ class Config:
     replication_min: int = 2
     replication_max: int = 3
     gc_grace_seconds: int = 3600
+    reconcile_interval: float = 2.0
+    verify_interval: float = 30.0
+    cluster_basic_auth: str | None = None  # "user:password"
+    cluster_token: str | None = None
+    request_timeout: float = 60.0
     master_key: dict = field(default_factory=dict)
 
     @property

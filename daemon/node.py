@@ -11,11 +11,14 @@ from indexer.db import Database
 
 from . import timeutil
 from .auth import SCOPES, issue_token
+from .blockstore.cluster import ClusterPinner, ClusterRest
+from .blockstore.kubo import KuboBlockStore, KuboPinner, KuboRpc
 from .blockstore.local import LocalBlockStore, LocalPinner
 from .config import Config
 from .fsutil import atomic_write
 from .identity import Principal
 from .keystore import KeyStore, create_master_key, load_master_key
+from .metrics import Metrics
 from .vault import Vault
 
 log = logging.getLogger("medvault.node")
@@ -58,26 +61,33 @@ async def init_data_dir(config: Config) -> dict:
     return {"did": owner.did, "token_file": os.path.abspath(token_file)}
 
 
-def make_backend(config: Config):
+def make_backend(config: Config, metrics: Metrics):
+    """The block store and pinner the config names (DESIGN.md's backend table)."""
     if config.backend == "local":
         store = LocalBlockStore(config.blocks_dir)
         store.remove_temp_files()
         return store, LocalPinner(store)
-    raise ValueError(f"backend {config.backend!r} is not available in this build")
+    rpc = KuboRpc(config.ipfs_api, metrics, timeout=config.request_timeout)
+    if config.backend == "kubo":
+        return KuboBlockStore(rpc), KuboPinner(rpc)
+    rest = ClusterRest(config.cluster_api, metrics, basic_auth=config.cluster_basic_auth,
+                       token=config.cluster_token, timeout=config.request_timeout)
+    return KuboBlockStore(rpc), ClusterPinner(rest)
 
 
 async def open_vault(config: Config) -> Vault:
     keys = KeyStore(config.keys_dir, load_master_key(config.data_dir, config.master_key))
     db = Database(config.index_path)
     await db.start()
-    blocks, pinner = make_backend(config)
-    return Vault(config, db, keys, blocks, pinner)
+    metrics = Metrics()
+    blocks, pinner = make_backend(config, metrics)
+    return Vault(config, db, keys, blocks, pinner, metrics)
 
 
 async def close_vault(vault: Vault) -> None:
     await vault.close()
     await vault.pinner.close()
-    await vault.blocks.close()
+    await vault.blocks.close()  # (kubo+cluster share one RPC client; closing twice is harmless)
     await vault.db.close()
 
 

@@ -39,11 +39,13 @@ from .keystore import KeyStore
 from .manifest import SignatureError, build_link_tree, build_manifest, decode_manifest, open_metadata
 from .metrics import Metrics
 from .reader import chunk_cids, plaintext
+from .reconciler import Reconciler, classify
 from .record_input import RecordInput, check_media_type
 
 log = logging.getLogger("medvault.vault")
 _RECORD_ID = re.compile(r"^[a-z2-7]{26}$")
 MAX_PAGE = 1000
+PIN_STATUSES = ("queued", "pinning", "pinned", "degraded", "failed")
 
 
 def new_record_id() -> str:
@@ -117,10 +119,14 @@ class Vault:
         self.metrics = metrics or Metrics()
         self.cpu = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="seal")
         self._inflight: dict[int, float] = {}
+        self.reconciler: Reconciler | None = None
 
     def start_background(self) -> list[asyncio.Task]:
-        """Long-running tasks the daemon owns (the pin reconciler joins here)."""
-        return []
+        """Long-running tasks the daemon owns: the pin reconciler."""
+        cfg = self.config
+        self.reconciler = Reconciler(self.db, self.pinner, self.metrics, interval=cfg.reconcile_interval,
+                                     verify_interval=cfg.verify_interval)
+        return [asyncio.create_task(self.reconciler.run(), name="reconciler")]
 
     async def close(self) -> None:
         self.cpu.shutdown(wait=True)
@@ -233,6 +239,7 @@ class Vault:
                 readers, now)
             await self.blocks.put_many([*sealed.pending, *link_blocks, manifest, *envelope_blocks])
             await self.blocks.sync()  # every block durable before the index says the record exists
+            await self.blocks.protect([manifest.cid, *(b.cid for b in envelope_blocks)])
             envelopes = [{"cid": str(block.cid), "record_id": record_id, "version": version,
                           "recipient": reader["recipient"], "granter": author.did, "role": reader["role"],
                           "granted": now, "expires": reader.get("expires")}
@@ -244,8 +251,7 @@ class Vault:
                "text": summary.text if summary else None, "subject": body["subject"], "date": info.date,
                "tags": info.tags, "size": sealed.size, "created": prev["created"] if prev else now,
                "updated": now, "author": author.did}
-        local = self.pinner.name == "local"
-        status, replicas = ("pinned", 1) if local else ("queued", 0)
+        status, replicas = ("pinned", 1) if self.pinner.pinned_on_protect else ("queued", 0)
         cfg = self.config
 
         def commit(conn: sqlite3.Connection) -> None:
@@ -262,6 +268,8 @@ class Vault:
             await self.db.write(commit)
         except sqlite3.IntegrityError:
             raise Conflict("the record changed while this version was written; retry", "version_conflict") from None
+        if self.reconciler is not None:
+            self.reconciler.kick()
         self.metrics.records_written.inc()
         self.metrics.bytes_written.inc(sealed.size)
         log.info("record version stored", extra={"record": record_id, "version": version, "size": sealed.size,
@@ -372,9 +380,11 @@ class Vault:
     async def _release(self, pinned: list[str], doomed: list[Cid]) -> None:
         """Unpins and deletes what erase dropped; what fails here the reconciler retries."""
         try:
-            for cid in pinned:
-                await self.pinner.unpin(Cid.parse(cid))
-                await self.db.write(pins.forget, cid)
+            roots = [Cid.parse(c) for c in pinned]
+            await self.blocks.release(roots)
+            for cid in roots:
+                await self.pinner.unpin(cid)
+                await self.db.write(pins.forget, str(cid))
             await self.blocks.delete_many(doomed)
         except VaultError as exc:
             log.warning("erase left work for the reconciler", extra={"error": exc.code})
@@ -472,6 +482,59 @@ class Vault:
     async def verify_audit(self) -> dict:
         return await self.db.read(audit.verify)
 
+    # ---- pins (operators: no content, no envelopes) ----------------------
+
+    @staticmethod
+    def _pin_view(row: dict) -> dict:
+        return {"cid": row["cid"], "kind": row["kind"], "status": row["status"], "replicas": row["replicas"],
+                "replication_min": row["rmin"], "replication_max": row["rmax"], "attempts": row["attempts"],
+                "error": row["error"], "updated": row["updated"]}
+
+    async def list_pins(self, status: str | None = None, after: str | None = None, limit: int = 100) -> dict:
+        if status is not None and status not in PIN_STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(PIN_STATUSES)}", "bad_status")
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadRequest(f"limit must be between 1 and {MAX_PAGE}", "bad_limit")
+        rows = await self.db.read(pins.listing, status, after, limit)
+        return {"items": [self._pin_view(r) for r in rows], "next": rows[-1]["cid"] if len(rows) == limit else None}
+
+    async def _pin_row(self, cid_text: str) -> tuple[Cid, dict]:
+        try:
+            cid = Cid.parse(cid_text)
+        except ValueError:
+            raise BadRequest("not a CIDv1 this node writes", "bad_cid") from None
+        row = await self.db.read(pins.get, str(cid))
+        if row is None or not row["desired"]:
+            raise NotFound("this node has no such pin", "pin_not_found")
+        return cid, row
+
+    async def pin_detail(self, cid_text: str) -> dict:
+        """Desired state from the index beside what the backend reports now, per peer."""
+        cid, row = await self._pin_row(cid_text)
+        state = await self.pinner.status(cid)
+        actual = {"status": classify(state, min(row["rmin"], self.pinner.max_replicas)),
+                  "replicas": state.replicas, "peers": state.peers, "error": state.error}
+        return {**self._pin_view(row), "desired": {"pinned": True, "replication_min": row["rmin"],
+                                                   "replication_max": row["rmax"]}, "actual": actual}
+
+    async def recover_pin(self, caller: Caller, cid_text: str) -> dict:
+        cid, row = await self._pin_row(cid_text)
+        if row["status"] == "failed":
+            await self.pinner.recover(cid, row["rmin"], row["rmax"])
+        else:
+            await self.pinner.pin(cid, row["rmin"], row["rmax"])
+        now = timeutil.now()
+
+        def commit(conn: sqlite3.Connection) -> None:
+            pins.record_result(conn, str(cid), "pinning" if row["status"] != "pinned" else "pinned",
+                               row["replicas"] or 0, None, 0, 0, now)
+            audit.append(conn, now, caller.did, "pin_recover", None, "ok", {"cid": str(cid)})
+
+        await self.db.write(commit)
+        if self.reconciler is not None:
+            self.reconciler.kick()
+        return await self.pin_detail(str(cid))
+
     async def wait_pinned(self, caller: Caller, record: dict, timeout: float = 120.0) -> dict:
         """Waits until the record's manifest pin is confirmed (``wait=pinned``)."""
         deadline = time.monotonic() + timeout
@@ -503,9 +566,10 @@ class Vault:
             checks["index"] = {"status": "ok"}
         except sqlite3.Error:
             checks["index"] = {"status": "down"}
-        try:
-            checks["blocks"] = await self.blocks.health()
-        except VaultError as exc:
-            checks["blocks"] = {"status": "down", "error": exc.message}
+        for name, probe in (("blocks", self.blocks.health), ("pins", self.pinner.health)):
+            try:
+                checks[name] = {**await probe(), "backend": getattr(self, name if name == "blocks" else "pinner").name}
+            except VaultError as exc:
+                checks[name] = {"status": "down", "error": exc.message}
         ok = all(c.get("status") == "ok" for c in checks.values())
         return {"status": "ok" if ok else "degraded", "backend": self.config.backend, "checks": checks}

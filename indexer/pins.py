@@ -39,10 +39,14 @@ def listing(conn: sqlite3.Connection, status: str | None = None, after: str | No
 
 
 def due(conn: sqlite3.Connection, now_ts: float, limit: int) -> list[dict]:
-    """Jobs whose next attempt has come: pins not yet confirmed and pending unpins, newest first."""
+    """Jobs whose time has come, newest first: pins to make or re-check, and pending unpins."""
     return [dict(r) for r in conn.execute(
-        "SELECT * FROM pins WHERE status NOT IN ('pinned') AND next_attempt <= ?"
-        " ORDER BY created DESC LIMIT ?", (now_ts, limit))]
+        "SELECT * FROM pins WHERE next_attempt <= ? ORDER BY created DESC LIMIT ?", (now_ts, limit))]
+
+
+def postpone(conn: sqlite3.Connection, cid: str, next_attempt: float, now: str) -> None:
+    conn.execute("UPDATE pins SET next_attempt = ?, attempts = attempts + 1, updated = ? WHERE cid = ?",
+                 (next_attempt, now, cid))
 
 
 def record_result(conn: sqlite3.Connection, cid: str, status: str, replicas: int, error: str | None,

@@ -56,7 +56,7 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
          "rmin": int, "rmax": int, "attempts": int, "next_attempt": float, "error": str,
          "created": str, "updated": str},
         pk="cid", not_null={"kind", "desired", "status", "created", "updated"}, if_not_exists=True)
-    db["pins"].create_index(["status", "next_attempt"], if_not_exists=True)
+    db["pins"].create_index(["next_attempt"], if_not_exists=True)
     db["pins"].create_index(["record_id"], if_not_exists=True)
 
     db["audit"].create(

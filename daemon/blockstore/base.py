@@ -35,6 +35,15 @@ class BlockStore(ABC):
         """Makes every block put so far durable (a no-op where puts already are)."""
         return None
 
+    async def protect(self, roots: list[Cid]) -> None:
+        """Keeps these DAGs from the backend's own garbage collection (Kubo:
+        a recursive pin on this node). Called before a record is acknowledged."""
+        return None
+
+    async def release(self, roots: list[Cid]) -> None:
+        """Undoes ``protect`` (erasure)."""
+        return None
+
     @abstractmethod
     async def get(self, cid: Cid) -> bytes: ...
 
@@ -57,19 +66,27 @@ class BlockStore(ABC):
 
 @dataclass
 class PinStatus:
-    """Actual state of one pin: overall status, replica count, and per peer."""
+    """What the backend reports for one pin: how many peers hold it and each
+    peer's own status (Cluster's names: pinned, pinning, pin_queued,
+    pin_error, remote, cluster_error, ...). The reconciler turns this and the
+    desired replication into the record's pin status."""
 
-    status: str  # pinned | pinning | degraded | failed | unpinned
     replicas: int
     peers: dict[str, str] = field(default_factory=dict)
     error: str | None = None
 
 
 class Pinner(ABC):
+    """Turns desired pins into the backend's pins. ``max_replicas`` is how many
+    copies the backend can hold at most (1 for a single node)."""
+
     name: str = "abstract"
+    max_replicas: int = 1
+    pinned_on_protect: bool = False  # protect() already pins all a record needs
 
     @abstractmethod
-    async def pin(self, cid: Cid, replication_min: int, replication_max: int) -> PinStatus: ...
+    async def pin(self, cid: Cid, replication_min: int, replication_max: int) -> None:
+        """Submits (or re-submits, to re-allocate) a pin; need not wait for it."""
 
     @abstractmethod
     async def unpin(self, cid: Cid) -> None: ...
@@ -77,8 +94,15 @@ class Pinner(ABC):
     @abstractmethod
     async def status(self, cid: Cid) -> PinStatus: ...
 
-    async def recover(self, cid: Cid, replication_min: int, replication_max: int) -> PinStatus:
-        return await self.pin(cid, replication_min, replication_max)
+    async def statuses(self, cids: list[Cid]) -> dict[Cid, PinStatus]:
+        return {cid: await self.status(cid) for cid in cids}
+
+    async def recover(self, cid: Cid, replication_min: int, replication_max: int) -> None:
+        """Retries a pin that failed on some peer."""
+        await self.pin(cid, replication_min, replication_max)
+
+    async def health(self) -> dict:
+        return {"status": "ok"}
 
     async def close(self) -> None:
         return None

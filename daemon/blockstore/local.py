@@ -149,20 +149,21 @@ class LocalBlockStore(BlockStore):
 
 
 class LocalPinner(Pinner):
-    """Pins are rows in the index; 'pinned' means the block is here."""
+    """Pins are rows in the index; a pin holds when its block is here."""
 
     name = "local"
+    pinned_on_protect = True
 
     def __init__(self, store: LocalBlockStore):
         self._store = store
 
-    async def pin(self, cid: Cid, replication_min: int, replication_max: int) -> PinStatus:
-        return await self.status(cid)
+    async def pin(self, cid: Cid, replication_min: int, replication_max: int) -> None:
+        return None
 
     async def unpin(self, cid: Cid) -> None:
         return None
 
     async def status(self, cid: Cid) -> PinStatus:
         if await self._store.has(cid):
-            return PinStatus("pinned", 1, {"local": "pinned"})
-        return PinStatus("failed", 0, {"local": "missing"}, "block missing")
+            return PinStatus(1, {"local": "pinned"})
+        return PinStatus(0, {"local": "pin_error"}, "block missing")

@@ -1,0 +1,107 @@
+"""The ``cluster`` backend's pinner: IPFS Cluster's REST API (port 9094).
+
+Blocks still go to this node's own Kubo (``KuboBlockStore``); pins go to the
+Cluster with replication-min/max, and status comes back per peer. Pin names
+replicate in clear to every peer, so they carry only the constant
+``medvault`` and no metadata: nothing about a patient or a record.
+"""
+from __future__ import annotations
+
+import aiohttp
+
+from ..cid import Cid
+from .base import Pinner, PinStatus
+from .http import BackendError, HttpBackend
+
+PIN_NAME = "medvault"
+_STATUS_BATCH = 100
+
+
+class ClusterRest(HttpBackend):
+    def __init__(self, api_url: str, metrics=None, *, basic_auth: str | None = None, token: str | None = None,
+                 **kwargs):
+        auth = aiohttp.BasicAuth(*basic_auth.split(":", 1)) if basic_auth else None
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        super().__init__(api_url, "cluster", metrics, auth=auth, headers=headers, **kwargs)
+
+    async def pin(self, cid: Cid, rmin: int, rmax: int) -> dict:
+        return await self.request("POST", f"/pins/{cid}", "pin", params={
+            "replication-min": str(rmin), "replication-max": str(rmax), "name": PIN_NAME})
+
+    async def unpin(self, cid: Cid) -> None:
+        try:
+            await self.request("DELETE", f"/pins/{cid}", "unpin", parse="none")
+        except BackendError as exc:
+            if exc.status != 404:
+                raise
+
+    async def status(self, cid: Cid) -> dict:
+        return await self.request("GET", f"/pins/{cid}", "status")
+
+    async def statuses(self, cids: list[Cid]) -> list[dict]:
+        return await self.request("GET", "/pins", "status_all", parse="ndjson",
+                                  params={"cids": ",".join(str(c) for c in cids)})
+
+    async def recover(self, cid: Cid) -> dict:
+        return await self.request("POST", f"/pins/{cid}/recover", "recover")
+
+    async def peers(self) -> list[dict]:
+        return await self.request("GET", "/peers", "peers", parse="ndjson", retry=False, timeout=10)
+
+    async def node_id(self) -> dict:
+        return await self.request("GET", "/id", "id", retry=False, timeout=5)
+
+
+def _pin_status(info: dict) -> PinStatus:
+    peers = {}
+    for peer_id, state in (info.get("peer_map") or {}).items():
+        peers[state.get("peername") or peer_id] = state.get("status", "undefined")
+    replicas = sum(1 for s in peers.values() if s == "pinned")
+    errors = [s.get("error") for s in (info.get("peer_map") or {}).values() if s.get("error")]
+    return PinStatus(replicas, peers, errors[0][:200] if errors else None)
+
+
+class ClusterPinner(Pinner):
+    name = "cluster"
+    max_replicas = 1_000_000  # the cluster decides; replication-min is the bar
+
+    def __init__(self, rest: ClusterRest):
+        self.rest = rest
+
+    async def pin(self, cid: Cid, replication_min: int, replication_max: int) -> None:
+        await self.rest.pin(cid, replication_min, replication_max)
+
+    async def unpin(self, cid: Cid) -> None:
+        await self.rest.unpin(cid)
+
+    async def status(self, cid: Cid) -> PinStatus:
+        try:
+            return _pin_status(await self.rest.status(cid))
+        except BackendError as exc:
+            if exc.status == 404:
+                return PinStatus(0, {}, "not pinned in the cluster")
+            raise
+
+    async def statuses(self, cids: list[Cid]) -> dict[Cid, PinStatus]:
+        result: dict[Cid, PinStatus] = {}
+        for start in range(0, len(cids), _STATUS_BATCH):
+            batch = cids[start:start + _STATUS_BATCH]
+            for info in await self.rest.statuses(batch):
+                try:
+                    result[Cid.parse(info["cid"])] = _pin_status(info)
+                except (KeyError, ValueError):
+                    continue
+            missing = [c for c in batch if c not in result]
+            for cid in missing:  # an untracked pin, or a stream cut short (trailers are invisible to us)
+                result[cid] = await self.status(cid)
+        return result
+
+    async def recover(self, cid: Cid, replication_min: int, replication_max: int) -> None:
+        await self.rest.recover(cid)
+
+    async def health(self) -> dict:
+        peers = await self.rest.peers()
+        return {"status": "ok", "peers": len(peers)}
+
+    async def close(self) -> None:
+        await self.rest.close()

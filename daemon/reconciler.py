@@ -1,0 +1,155 @@
+"""The pin reconciler: the index says what should be pinned and at what
+replication; this loop makes the backend agree and records what it saw.
+
+Each pass takes the jobs whose time has come, newest first: pending unpins
+are carried out; pins not yet confirmed are (re)submitted — a degraded pin is
+re-submitted so the Cluster re-allocates it, a failed one is recovered —
+and then every due pin's status is read back in one batch. Failures back off
+exponentially with jitter; confirmed pins are re-checked every
+``verify_interval`` so a lost peer shows up as ``degraded``. All state lives
+in the index, so a restart resumes where it stopped. We do not rely on
+Cluster's own repinning (off by default).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from indexer import pins
+from indexer.db import Database
+
+from . import timeutil
+from .blockstore.base import Pinner, PinStatus
+from .cid import Cid
+from .errors import VaultError
+
+log = logging.getLogger("medvault.reconciler")
+_IN_PROGRESS = {"pinning", "pin_queued", "queued", "remote"}
+_ERRORS = {"pin_error", "error", "cluster_error", "unexpectedly_unpinned", "unpin_error"}
+
+
+def classify(state: PinStatus, replication_min: int) -> str:
+    """The record-level status for what the backend reported."""
+    if state.replicas >= replication_min:
+        return "pinned"
+    statuses = set(state.peers.values())
+    if state.replicas > 0:
+        return "degraded"
+    if statuses & _IN_PROGRESS:
+        return "pinning"
+    if statuses & _ERRORS or state.error:
+        return "failed"
+    return "pinning"
+
+
+def backoff(attempts: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter between half and all of the step."""
+    step = min(cap, base * 2 ** max(0, attempts - 1))
+    return step * (0.5 + random.random() / 2)
+
+
+class Reconciler:
+    def __init__(self, db: Database, pinner: Pinner, metrics=None, *, interval: float = 2.0,
+                 verify_interval: float = 30.0, batch: int = 1000, concurrency: int = 16,
+                 base_backoff: float = 1.0, max_backoff: float = 300.0):
+        self.db = db
+        self.pinner = pinner
+        self.metrics = metrics
+        self.interval = interval
+        self.verify_interval = verify_interval
+        self.batch = batch
+        self.concurrency = concurrency
+        self.base_backoff = base_backoff
+        self.max_backoff = max_backoff
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        """Runs the next pass now (a new record, or an operator's recover)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.pass_once()
+            except VaultError as exc:  # backend down: the jobs stay due, try again next pass
+                log.warning("reconcile pass failed", extra={"code": exc.code})
+            except Exception as exc:  # never let the loop die
+                log.error("reconcile pass crashed", extra={"error_type": type(exc).__name__})
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def _bounded(self, jobs, action) -> list:
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(job):
+            async with gate:
+                try:
+                    await action(job)
+                    return job, None
+                except VaultError as exc:
+                    return job, exc
+
+        return await asyncio.gather(*[one(job) for job in jobs])
+
+    async def pass_once(self) -> dict:
+        """One reconciliation pass; returns how many jobs it settled."""
+        now_ts = time.time()
+        due = await self.db.read(pins.due, now_ts, self.batch)
+        if not due:
+            return {"due": 0}
+        removals = [j for j in due if not j["desired"]]
+        wanted = [j for j in due if j["desired"]]
+        limit = self.pinner.max_replicas
+
+        async def submit(job):
+            cid = Cid.parse(job["cid"])
+            if job["status"] == "failed" and job["attempts"]:
+                await self.pinner.recover(cid, job["rmin"], job["rmax"])
+            else:
+                await self.pinner.pin(cid, job["rmin"], job["rmax"])
+
+        to_submit = [j for j in wanted if j["status"] != "pinned"]
+        failed = {job["cid"]: exc for job, exc in await self._bounded(to_submit, submit) if exc}
+        removed = await self._bounded(removals, lambda job: self.pinner.unpin(Cid.parse(job["cid"])))
+        check = [Cid.parse(j["cid"]) for j in wanted if j["cid"] not in failed]
+        states = await self.pinner.statuses(check) if check else {}
+
+        now = timeutil.now()
+        results = []
+        for job in wanted:
+            error = failed.get(job["cid"])
+            if error is not None:
+                attempts = job["attempts"] + 1
+                results.append((job["cid"], "failed" if attempts >= 3 else job["status"], job["replicas"] or 0,
+                                error.message, now_ts + backoff(attempts, self.base_backoff, self.max_backoff),
+                                attempts))
+                continue
+            state = states[Cid.parse(job["cid"])]
+            status = classify(state, min(job["rmin"], limit))
+            if status == "pinned":
+                results.append((job["cid"], status, state.replicas, None, now_ts + self.verify_interval, 0))
+            elif status == "pinning":
+                results.append((job["cid"], status, state.replicas, None, now_ts + self.interval, job["attempts"]))
+            else:  # degraded or failed: act again after a backoff
+                attempts = job["attempts"] + 1
+                results.append((job["cid"], status, state.replicas, state.error,
+                                now_ts + backoff(attempts, self.base_backoff, self.max_backoff), attempts))
+        gone = [job["cid"] for job, exc in removed if exc is None]
+        retry = [(job["cid"], now_ts + backoff(job["attempts"] + 1, self.base_backoff, self.max_backoff))
+                 for job, exc in removed if exc is not None]
+
+        def commit(conn):
+            for cid, status, replicas, error, next_attempt, attempts in results:
+                pins.record_result(conn, cid, status, replicas, error, next_attempt, attempts, now)
+            for cid in gone:
+                pins.forget(conn, cid)
+            for cid, next_attempt in retry:
+                pins.postpone(conn, cid, next_attempt, now)
+
+        await self.db.write(commit)
+        return {"due": len(due), "pinned": sum(1 for r in results if r[1] == "pinned"), "unpinned": len(gone)}
