@@ -64,3 +64,21 @@ async def api(vault, aiohttp_client):
         token = handle.read().strip()
     owner = [p for p in vault.keys.principals() if p.name == "owner"][0]
     return Api(client, vault, token, owner.did)
+
+
+@pytest.fixture(scope="session")
+def kubo(tmp_path_factory):
+    """One real Kubo for the whole session (kubo-backend tests)."""
+    from .ipfs import Kubo
+    node = Kubo(str(tmp_path_factory.mktemp("kubo")), "kubo").start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def topology(tmp_path_factory):
+    """Three Kubo + three Cluster peers for replication and node-loss tests."""
+    from .ipfs import Topology
+    topo = Topology(str(tmp_path_factory.mktemp("cluster"))).start()
+    yield topo
+    topo.stop()

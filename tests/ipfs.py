@@ -1,0 +1,242 @@
+"""Real Kubo and IPFS Cluster processes on loopback, in temporary folders.
+
+Binaries come from ``make ipfs`` (``.tools/bin``). A single Kubo serves the
+kubo-backend tests; the standard topology is three Kubo + three Cluster
+peers (crdt consensus, a shared secret, ``--bootstrap`` to the first peer,
+ports and short monitor intervals through environment overrides). Every
+wait is a bounded poll, and every process is stopped at teardown.
+Outside CI a missing binary skips these tests; under CI=true it fails them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(ROOT, ".tools", "bin")
+
+
+def binary(name: str) -> str:
+    path = shutil.which(name, path=TOOLS + os.pathsep + os.environ.get("PATH", ""))
+    if path is None:
+        message = f"{name} is not built: run `make ipfs`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_post(url: str, timeout: float = 5.0) -> dict:
+    request = urllib.request.Request(url, method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read() or b"null")
+
+
+def http_get(url: str, timeout: float = 5.0):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        body = response.read()
+    lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+    return lines[0] if len(lines) == 1 else lines
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last_error!r})")
+
+
+class Process:
+    """A child process with its output in a log file."""
+
+    def __init__(self, log_path: str):
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def spawn(self, argv: list[str], env: dict) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=log,
+                                     start_new_session=True)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.running:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.running:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self) -> str:
+        with open(self.log_path, "rb") as handle:
+            return handle.read()[-3000:].decode(errors="replace")
+
+
+class Kubo(Process):
+    """``ipfs daemon`` on a ``--profile=test`` repo (loopback, no bootstrap, no mDNS)."""
+
+    def __init__(self, root: str, name: str):
+        self.repo = os.path.join(root, name)
+        super().__init__(self.repo + ".log")
+        self.name = name
+        self.api_url = ""
+        self.peer_id = ""
+        self.swarm_addr = ""
+        self.api_port = free_port()
+        self.swarm_port = free_port()
+        self.env = {"IPFS_PATH": self.repo}
+        subprocess.run([binary("ipfs"), "init", "--profile=test"], env={**os.environ, **self.env}, check=True,
+                       capture_output=True, timeout=60)
+        for key, value in (("Addresses.API", f"/ip4/127.0.0.1/tcp/{self.api_port}"),
+                           ("Addresses.Swarm", json.dumps([f"/ip4/127.0.0.1/tcp/{self.swarm_port}"]))):
+            args = ["config", "--json", key, value] if value.startswith("[") else ["config", key, value]
+            subprocess.run([binary("ipfs"), *args], env={**os.environ, **self.env}, check=True,
+                           capture_output=True, timeout=30)
+
+    def start(self) -> "Kubo":
+        self.spawn([binary("ipfs"), "daemon", "--offline=false"], self.env)
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        ident = wait_for(lambda: self.running and http_post(self.api_url + "/api/v0/id"), 60,
+                         f"kubo {self.name} to answer") if self.running else None
+        if not ident:
+            raise AssertionError(f"kubo {self.name} did not start: {self.log_tail()}")
+        self.peer_id = ident["ID"]
+        self.swarm_addr = f"/ip4/127.0.0.1/tcp/{self.swarm_port}/p2p/{self.peer_id}"
+        return self
+
+    @property
+    def api_multiaddr(self) -> str:
+        return f"/ip4/127.0.0.1/tcp/{self.api_port}"
+
+    def connect(self, other: "Kubo") -> None:
+        wait_for(lambda: http_post(f"{self.api_url}/api/v0/swarm/connect?arg={other.swarm_addr}", 10), 30,
+                 f"{self.name} to connect to {other.name}")
+
+    def ipfs(self, *args: str, input: bytes | None = None) -> bytes:
+        result = subprocess.run([binary("ipfs"), "--api", self.api_multiaddr, *args], input=input,
+                                capture_output=True, timeout=300, env={**os.environ, **self.env})
+        if result.returncode != 0:
+            raise AssertionError(f"ipfs {' '.join(args)} failed: {result.stderr.decode()}")
+        return result.stdout
+
+
+class ClusterPeer(Process):
+    """``ipfs-cluster-service daemon`` (crdt) bound to one Kubo, ports fixed so it can restart."""
+
+    def __init__(self, root: str, name: str, kubo: Kubo, secret: str):
+        self.path = os.path.join(root, name)
+        super().__init__(self.path + ".log")
+        self.name = name
+        self.kubo = kubo
+        self.cluster_port, self.api_port = free_port(), free_port()
+        self.env = {
+            "IPFS_CLUSTER_PATH": self.path,
+            "CLUSTER_SECRET": secret,
+            "CLUSTER_PEERNAME": name,
+            "CLUSTER_LISTENMULTIADDRESS": f"/ip4/127.0.0.1/tcp/{self.cluster_port}",
+            "CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS": f"/ip4/127.0.0.1/tcp/{self.api_port}",
+            "CLUSTER_IPFSPROXY_LISTENMULTIADDRESS": f"/ip4/127.0.0.1/tcp/{free_port()}",
+            "CLUSTER_PINSVCAPI_HTTPLISTENMULTIADDRESS": f"/ip4/127.0.0.1/tcp/{free_port()}",
+            "CLUSTER_IPFSHTTP_NODEMULTIADDRESS": kubo.api_multiaddr,
+            "CLUSTER_IPFSPROXY_NODEMULTIADDRESS": kubo.api_multiaddr,
+            "CLUSTER_MDNSINTERVAL": "0s",
+            "CLUSTER_MONITORPINGINTERVAL": "1s",
+            "CLUSTER_PUBSUBMON_CHECKINTERVAL": "1s",
+            "CLUSTER_DISK_METRICTTL": "3s",
+            "CLUSTER_PINQUEUE_METRICTTL": "3s",
+            "CLUSTER_TAGS_METRICTTL": "3s",
+            "CLUSTER_STATESYNCINTERVAL": "10s",
+            "CLUSTER_PINRECOVERINTERVAL": "10s",
+        }
+        subprocess.run([binary("ipfs-cluster-service"), "init", "--consensus", "crdt"],
+                       env={**os.environ, **self.env}, check=True, capture_output=True, timeout=60)
+        with open(os.path.join(self.path, "identity.json")) as handle:
+            self.peer_id = json.load(handle)["id"]
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.address = f"/ip4/127.0.0.1/tcp/{self.cluster_port}/p2p/{self.peer_id}"
+
+    def start(self, bootstrap: str | None = None) -> "ClusterPeer":
+        argv = [binary("ipfs-cluster-service"), "daemon"] + (["--bootstrap", bootstrap] if bootstrap else [])
+        self.spawn(argv, self.env)
+        wait_for(lambda: self.running and http_get(self.api_url + "/id"), 60, f"cluster {self.name} REST API")
+        if not self.running:
+            raise AssertionError(f"cluster {self.name} did not start: {self.log_tail()}")
+        return self
+
+    def peers(self) -> list[dict]:
+        peers = http_get(self.api_url + "/peers", 10)
+        return peers if isinstance(peers, list) else [peers]
+
+
+class Topology:
+    """Three Kubo + three Cluster peers, the standard replication topology."""
+
+    def __init__(self, root: str, size: int = 3):
+        self.secret = secrets.token_hex(32)
+        self.kubos = [Kubo(root, f"kubo{i}") for i in range(size)]
+        self.peers = [ClusterPeer(root, f"cluster{i}", k, self.secret) for i, k in enumerate(self.kubos)]
+        for peer in self.peers:  # no DHT or mDNS on loopback: every peer learns the others' addresses
+            peer.env["CLUSTER_PEERADDRESSES"] = ",".join(p.address for p in self.peers if p is not peer)
+
+    def start(self) -> "Topology":
+        for kubo in self.kubos:
+            kubo.start()
+        self.connect_kubos()
+        self.peers[0].start()
+        for peer in self.peers[1:]:
+            peer.start(bootstrap=self.peers[0].address)
+        self.wait_formed()
+        return self
+
+    def connect_kubos(self) -> None:
+        for i, kubo in enumerate(self.kubos):
+            for other in self.kubos[i + 1:]:
+                if kubo.running and other.running:
+                    kubo.connect(other)
+
+    def wait_formed(self, timeout: float = 90) -> None:
+        live = [p for p in self.peers if p.running]
+        wait_for(lambda: all(len([x for x in p.peers() if not x.get("error")]) >= len(live) for p in live),
+                 timeout, "the cluster to form")
+
+    def restart(self, index: int) -> None:
+        self.kubos[index].start()
+        self.connect_kubos()
+        bootstrap = next(p.address for i, p in enumerate(self.peers) if i != index and p.running)
+        self.peers[index].start(bootstrap=bootstrap)
+        self.wait_formed()
+
+    def stop(self) -> None:
+        for process in [*self.peers, *self.kubos]:
+            process.stop()
