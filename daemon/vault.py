@@ -120,15 +120,22 @@ class Vault:
         self.cpu = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="seal")
         self._inflight: dict[int, float] = {}
         self.reconciler: Reconciler | None = None
+        self._background: list[asyncio.Task] = []
 
     def start_background(self) -> list[asyncio.Task]:
         """Long-running tasks the daemon owns: the pin reconciler."""
         cfg = self.config
         self.reconciler = Reconciler(self.db, self.pinner, self.metrics, interval=cfg.reconcile_interval,
                                      verify_interval=cfg.verify_interval)
-        return [asyncio.create_task(self.reconciler.run(), name="reconciler")]
+        tasks = [asyncio.create_task(self.reconciler.run(), name="reconciler")]
+        self._background.extend(tasks)
+        return tasks
 
     async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
         self.cpu.shutdown(wait=True)
 
     # ---- shared helpers -------------------------------------------------

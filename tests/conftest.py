@@ -47,7 +47,8 @@ async def make_node(path: str, **overrides) -> tuple[object, dict]:
     config = Config.load(path)
     for key, value in overrides.items():
         setattr(config, key, value)
-    return await open_vault(config.validate()), info
+    config.validate().save()  # a copied data dir (failover tests) opens the same way
+    return await open_vault(config), info
 
 
 @pytest.fixture
