@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DATA_DIR ?= .medvault
 LISTEN   ?= 127.0.0.1:7420
 
-.PHONY: run test ipfs venv bench clean
+.PHONY: run test ipfs schema venv bench clean
 
 venv: $(VENV)/.installed
 
@@ -24,7 +24,10 @@ run: venv
 ipfs:
 	bash scripts/install-ipfs.sh
 
-test: venv ipfs
+schema:
+	bash scripts/install-compose-schema.sh
+
+test: venv ipfs schema
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: venv ipfs

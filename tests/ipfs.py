@@ -151,6 +151,14 @@ class Kubo(Process):
         return result.stdout
 
 
+# What makes a peer part of the standard topology; compose/docker-compose.yml
+# sets the same variables (tests/test_compose.py holds the two together).
+TOPOLOGY_SIZE = 3
+CLUSTER_TOPOLOGY_ENV = ("CLUSTER_SECRET", "CLUSTER_PEERNAME", "CLUSTER_LISTENMULTIADDRESS",
+                        "CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS", "CLUSTER_IPFSHTTP_NODEMULTIADDRESS",
+                        "CLUSTER_MDNSINTERVAL", "CLUSTER_MONITORPINGINTERVAL", "CLUSTER_PEERADDRESSES")
+
+
 class ClusterPeer(Process):
     """``ipfs-cluster-service daemon`` (crdt) bound to one Kubo, ports fixed so it can restart."""
 
@@ -202,12 +210,13 @@ class ClusterPeer(Process):
 class Topology:
     """Three Kubo + three Cluster peers, the standard replication topology."""
 
-    def __init__(self, root: str, size: int = 3):
+    def __init__(self, root: str, size: int = TOPOLOGY_SIZE):
         self.secret = secrets.token_hex(32)
         self.kubos = [Kubo(root, f"kubo{i}") for i in range(size)]
         self.peers = [ClusterPeer(root, f"cluster{i}", k, self.secret) for i, k in enumerate(self.kubos)]
         for peer in self.peers:  # no DHT or mDNS on loopback: every peer learns the others' addresses
             peer.env["CLUSTER_PEERADDRESSES"] = ",".join(p.address for p in self.peers if p is not peer)
+            assert set(CLUSTER_TOPOLOGY_ENV) <= set(peer.env)
 
     def start(self) -> "Topology":
         for kubo in self.kubos:
