@@ -1,8 +1,8 @@
 """Streaming ingest: request body → fixed chunks → seal → hash → store.
 
-Memory stays bounded by ``concurrency`` chunks in flight, whatever the record
-size: a chunk is handed to the CPU pool (PyNaCl and hashlib release the GIL,
-so sealing runs on every core) and the reader waits for a free slot before
+Memory stays bounded by the chunks in flight, whatever the record size: a
+chunk is handed to the CPU pool (PyNaCl and hashlib release the GIL, so
+sealing runs on every core) and the reader waits for a free slot before
 cutting the next one. One chunk is always held back until the next byte (or
 the end) arrives, because the last chunk's flag is part of its seal.
 """
@@ -42,17 +42,40 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
                       chunk_size: int, max_bytes: int, concurrency: int,
                       stream_id: bytes | None = None) -> SealedContent:
     """Seals and stores every chunk of ``source``; returns their CIDs in order.
-    A record of a single chunk is left in ``pending`` so that the small-record
-    path stores all its blocks in one batch.
 
-    On any failure the chunks already stored stay behind as unreferenced
-    blocks for garbage collection; nothing refers to them.
+    Sealing runs on the CPU pool; one writer stores sealed chunks in batches
+    of up to ``store.batch_blocks`` (one Kubo ``block/put`` of several parts,
+    one thread hop for several files). ``concurrency`` bounds the chunks in
+    flight, sealing or waiting to be written, so memory does not grow with the
+    record. A record of a single chunk is left in ``pending`` so the
+    small-record path stores all its blocks in one batch. On any failure the
+    chunks already stored stay behind, unreferenced, for garbage collection.
     """
     loop = asyncio.get_running_loop()
     stream_id = stream_id or crypto.new_stream_id()
-    slots = asyncio.Semaphore(concurrency)
+    batch_size = max(1, store.batch_blocks)
+    slots = asyncio.Semaphore(max(concurrency, 2 * batch_size))
+    queue: asyncio.Queue[Block | None] = asyncio.Queue()
+    failure: list[BaseException] = []
     tasks: list[asyncio.Task] = []
     pending: list[Block] = []
+
+    async def writer() -> None:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < batch_size and not queue.empty() and queue._queue[0] is not None:
+                batch.append(queue.get_nowait())
+            try:
+                if not failure:
+                    await store.put_many(batch)
+            except Exception as exc:  # keep draining so no producer waits on a slot forever
+                failure.append(exc)
+            finally:
+                for _ in batch:
+                    slots.release()
 
     async def process(index: int, last: bool, plaintext: bytes) -> Cid:
         try:
@@ -60,22 +83,40 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
                 block = _seal_block(dek, stream_id, index, last, plaintext)
             else:
                 block = await loop.run_in_executor(pool, _seal_block, dek, stream_id, index, last, plaintext)
-            if index == 0 and last:
-                pending.append(block)  # a one-chunk record: stored with its manifest in one batch
-            else:
-                await store.put_many([block])
-            return block.cid
-        finally:
+        except BaseException:
             slots.release()
+            raise
+        if index == 0 and last:
+            pending.append(block)  # a one-chunk record: stored with its manifest in one batch
+            slots.release()
+        elif batch_size == 1:  # a store that gains nothing from batches: write concurrently
+            try:
+                await store.put_many([block])
+            finally:
+                slots.release()
+        else:
+            if not writers:
+                writers.append(asyncio.create_task(writer()))
+            queue.put_nowait(block)  # the writer releases the slot once it is stored
+        return block.cid
+
+    def check() -> None:
+        if failure:
+            raise failure[0]
+        for task in tasks:  # surface a failed chunk early instead of reading on
+            if task.done() and not task.cancelled() and task.exception():
+                raise task.exception()
 
     async def submit(last: bool, plaintext: bytes) -> None:
         await slots.acquire()
-        for task in tasks:  # surface a failed chunk early instead of reading on
-            if task.done() and task.exception():
-                slots.release()
-                raise task.exception()
+        try:
+            check()
+        except BaseException:
+            slots.release()
+            raise
         tasks.append(asyncio.create_task(process(len(tasks), last, plaintext)))
 
+    writers: list[asyncio.Task] = []  # started on the first block that needs it
     size, buffer = 0, bytearray()
     try:
         async for piece in source:
@@ -91,10 +132,13 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
             raise BadRequest("the request body is empty", "empty_body")
         await submit(True, bytes(buffer))
         chunks = await asyncio.gather(*tasks)
+        queue.put_nowait(None)
+        await asyncio.gather(*writers)
+        check()
     except BaseException:
-        for task in tasks:
+        for task in [*tasks, *writers]:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *writers, return_exceptions=True)
         raise
     return SealedContent(stream_id, size, list(chunks), pending)
 

@@ -6,7 +6,8 @@ are carried out; pins not yet confirmed are (re)submitted — a degraded pin is
 re-submitted so the Cluster re-allocates it, a failed one is recovered —
 and then every due pin's status is read back in one batch. Failures back off
 exponentially with jitter; confirmed pins are re-checked every
-``verify_interval`` so a lost peer shows up as ``degraded``. All state lives
+``verify_interval`` so a lost peer shows up as ``degraded``. ``attempts``
+counts consecutive failures, or for a pin in progress, consecutive checks. All state lives
 in the index, so a restart resumes where it stopped. We do not rely on
 Cluster's own repinning (off by default).
 """
@@ -26,6 +27,8 @@ from .cid import Cid
 from .errors import VaultError
 
 log = logging.getLogger("medvault.reconciler")
+STUCK_CHECKS = 60  # consecutive in-progress checks before a pin counts as stuck
+FIRST_CHECK_DELAY = 0.25
 _IN_PROGRESS = {"pinning", "pin_queued", "queued", "remote"}
 _ERRORS = {"pin_error", "error", "cluster_error", "unexpectedly_unpinned", "unpin_error"}
 
@@ -41,7 +44,7 @@ def classify(state: PinStatus, replication_min: int) -> str:
         return "pinning"
     if statuses & _ERRORS or state.error:
         return "failed"
-    return "pinning"
+    return "queued"  # nothing held, nothing in progress: (re)submit it
 
 
 def backoff(attempts: int, base: float, cap: float) -> float:
@@ -71,14 +74,17 @@ class Reconciler:
 
     async def run(self) -> None:
         while True:
+            pause = self.interval
             try:
-                await self.pass_once()
+                outcome = await self.pass_once()
+                if outcome.get("next") is not None:  # a job comes due before the interval ends
+                    pause = max(0.05, min(pause, outcome["next"] - time.time()))
             except VaultError as exc:  # backend down: the jobs stay due, try again next pass
                 log.warning("reconcile pass failed", extra={"code": exc.code})
             except Exception as exc:  # never let the loop die
                 log.error("reconcile pass crashed", extra={"error_type": type(exc).__name__})
             try:
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.wait_for(self._wake.wait(), pause)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
@@ -113,7 +119,11 @@ class Reconciler:
             else:
                 await self.pinner.pin(cid, job["rmin"], job["rmax"])
 
-        to_submit = [j for j in wanted if j["status"] != "pinned"]
+        # A pin already in progress is only checked, not re-submitted (re-submitting
+        # thousands of in-progress pins each pass starved older ones: 10,000 pins
+        # took 944 passes). One that stays in progress too long is recovered.
+        to_submit = [j for j in wanted if j["status"] in ("queued", "degraded", "failed")
+                     or (j["status"] == "pinning" and j["attempts"] >= STUCK_CHECKS)]
         failed = {job["cid"]: exc for job, exc in await self._bounded(to_submit, submit) if exc}
         removed = await self._bounded(removals, lambda job: self.pinner.unpin(Cid.parse(job["cid"])))
         check = [Cid.parse(j["cid"]) for j in wanted if j["cid"] not in failed]
@@ -134,7 +144,10 @@ class Reconciler:
             if status == "pinned":
                 results.append((job["cid"], status, state.replicas, None, now_ts + self.verify_interval, 0))
             elif status == "pinning":
-                results.append((job["cid"], status, state.replicas, None, now_ts + self.interval, job["attempts"]))
+                checks = job["attempts"] + 1 if job["status"] == "pinning" else 0
+                delay = FIRST_CHECK_DELAY if checks < 5 else self.interval  # new pins settle in well under a second
+                results.append((job["cid"], "failed" if checks > STUCK_CHECKS else status, state.replicas, None,
+                                now_ts + delay, checks))
             else:  # degraded or failed: act again after a backoff
                 attempts = job["attempts"] + 1
                 results.append((job["cid"], status, state.replicas, state.error,
@@ -152,4 +165,6 @@ class Reconciler:
                 pins.postpone(conn, cid, next_attempt, now)
 
         await self.db.write(commit)
-        return {"due": len(due), "pinned": sum(1 for r in results if r[1] == "pinned"), "unpinned": len(gone)}
+        upcoming = [r[4] for r in results] + [r[1] for r in retry]
+        return {"due": len(due), "pinned": sum(1 for r in results if r[1] == "pinned"), "unpinned": len(gone),
+                "next": min(upcoming) if upcoming else None}

@@ -258,16 +258,18 @@ class Vault:
                "text": summary.text if summary else None, "subject": body["subject"], "date": info.date,
                "tags": info.tags, "size": sealed.size, "created": prev["created"] if prev else now,
                "updated": now, "author": author.did}
-        status, replicas = ("pinned", 1) if self.pinner.pinned_on_protect else ("queued", 0)
+        # Where protect() already pinned everything, the reconciler only re-checks
+        # it later; otherwise it submits the pins right away.
+        confirmed = self.pinner.pinned_on_protect
+        status, replicas = ("pinned", 1) if confirmed else ("queued", 0)
+        first_look = time.time() + self.config.verify_interval if confirmed else 0
         cfg = self.config
 
         def commit(conn: sqlite3.Connection) -> None:
             records.save_version(conn, row, envelopes, summary.codes if summary else [])
-            pins.want(conn, row["cid"], record_id, "manifest", cfg.replication_min, cfg.replication_max, now,
-                      status, replicas)
-            for env in envelopes:
-                pins.want(conn, env["cid"], record_id, "envelope", cfg.replication_min, cfg.replication_max, now,
-                          status, replicas)
+            for cid, kind in ((row["cid"], "manifest"), *((env["cid"], "envelope") for env in envelopes)):
+                pins.want(conn, cid, record_id, kind, cfg.replication_min, cfg.replication_max, now, status,
+                          replicas, first_look)
             audit.append(conn, now, caller.did, "write" if version == 1 else "update", record_id, "ok",
                          {"version": version, "size": sealed.size})
 
@@ -275,7 +277,7 @@ class Vault:
             await self.db.write(commit)
         except sqlite3.IntegrityError:
             raise Conflict("the record changed while this version was written; retry", "version_conflict") from None
-        if self.reconciler is not None:
+        if self.reconciler is not None and not confirmed:
             self.reconciler.kick()
         self.metrics.records_written.inc()
         self.metrics.bytes_written.inc(sealed.size)

@@ -7,12 +7,14 @@ import sqlite3
 
 
 def want(conn: sqlite3.Connection, cid: str, record_id: str, kind: str, rmin: int, rmax: int, now: str,
-         status: str = "queued", replicas: int = 0) -> None:
+         status: str = "queued", replicas: int = 0, next_attempt: float = 0) -> None:
+    """Records a desired pin; ``next_attempt`` is when the reconciler should look at it."""
     conn.execute(
         "INSERT INTO pins (cid, record_id, kind, desired, status, replicas, rmin, rmax, attempts,"
-        " next_attempt, created, updated) VALUES (?, ?, ?, 1, ?, ?, ?, ?, 0, 0, ?, ?)"
-        " ON CONFLICT(cid) DO UPDATE SET desired = 1, status = excluded.status, updated = excluded.updated",
-        (cid, record_id, kind, status, replicas, rmin, rmax, now, now))
+        " next_attempt, created, updated) VALUES (?, ?, ?, 1, ?, ?, ?, ?, 0, ?, ?, ?)"
+        " ON CONFLICT(cid) DO UPDATE SET desired = 1, status = excluded.status,"
+        " next_attempt = excluded.next_attempt, updated = excluded.updated",
+        (cid, record_id, kind, status, replicas, rmin, rmax, next_attempt, now, now))
 
 
 def unwant(conn: sqlite3.Connection, cids: list[str], now: str) -> None:

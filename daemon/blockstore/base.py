@@ -27,6 +27,7 @@ from ..cid import Cid
 
 class BlockStore(ABC):
     name: str = "abstract"
+    batch_blocks: int = 8  # how many blocks ingest hands ``put_many`` at once
 
     @abstractmethod
     async def put_many(self, blocks: list[Block]) -> None: ...

@@ -14,7 +14,8 @@ from .base import Pinner, PinStatus
 from .http import BackendError, HttpBackend
 
 PIN_NAME = "medvault"
-_STATUS_BATCH = 100
+_STATUS_BATCH = 100  # CIDs per GET /pins?cids= (~6 KB of URL; Cluster answers 431 far beyond)
+_LIST_ALL_ABOVE = 1000  # more than this: one streamed GET /pins of everything is cheaper
 
 
 class ClusterRest(HttpBackend):
@@ -38,9 +39,10 @@ class ClusterRest(HttpBackend):
     async def status(self, cid: Cid) -> dict:
         return await self.request("GET", f"/pins/{cid}", "status")
 
-    async def statuses(self, cids: list[Cid]) -> list[dict]:
-        return await self.request("GET", "/pins", "status_all", parse="ndjson",
-                                  params={"cids": ",".join(str(c) for c in cids)})
+    async def statuses(self, cids: list[Cid] | None) -> list[dict]:
+        """Status of these pins, or of every pin in the cluster when ``cids`` is None."""
+        params = {"cids": ",".join(str(c) for c in cids)} if cids is not None else None
+        return await self.request("GET", "/pins", "status_all", parse="ndjson", params=params, timeout=600)
 
     async def recover(self, cid: Cid) -> dict:
         return await self.request("POST", f"/pins/{cid}/recover", "recover")
@@ -83,17 +85,21 @@ class ClusterPinner(Pinner):
             raise
 
     async def statuses(self, cids: list[Cid]) -> dict[Cid, PinStatus]:
+        wanted = set(cids)
+        batches = [None] if len(cids) > _LIST_ALL_ABOVE else [
+            cids[start:start + _STATUS_BATCH] for start in range(0, len(cids), _STATUS_BATCH)]
         result: dict[Cid, PinStatus] = {}
-        for start in range(0, len(cids), _STATUS_BATCH):
-            batch = cids[start:start + _STATUS_BATCH]
+        for batch in batches:
             for info in await self.rest.statuses(batch):
                 try:
-                    result[Cid.parse(info["cid"])] = _pin_status(info)
+                    cid = Cid.parse(info["cid"])
                 except (KeyError, ValueError):
                     continue
-            missing = [c for c in batch if c not in result]
-            for cid in missing:  # an untracked pin, or a stream cut short (trailers are invisible to us)
-                result[cid] = await self.status(cid)
+                if cid in wanted:
+                    result[cid] = _pin_status(info)
+        for cid in [c for c in cids if c not in result]:
+            # not tracked yet, or a stream cut short (its error trailer is invisible to aiohttp)
+            result[cid] = await self.status(cid)
         return result
 
     async def recover(self, cid: Cid, replication_min: int, replication_max: int) -> None:

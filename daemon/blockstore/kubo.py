@@ -109,6 +109,7 @@ def _batches(blocks: list[Block]):
 
 class KuboBlockStore(BlockStore):
     name = "kubo"
+    batch_blocks = 16  # one block/put request of up to 4 MiB
 
     def __init__(self, rpc: KuboRpc, fetch_timeout: float = 120.0):
         self.rpc = rpc

@@ -30,6 +30,7 @@ def _shard(cid_text: str) -> str:
 
 class LocalBlockStore(BlockStore):
     name = "local"
+    batch_blocks = 1  # concurrent single-file writes on the I/O pool beat batches here
 
     def __init__(self, root: str, io_threads: int = 2):
         self.root = root

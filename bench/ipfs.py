@@ -1,0 +1,154 @@
+"""medvault on real IPFS: throughput beside Kubo's own unixfs import/export,
+pin-to-pinned latency on the three-peer Cluster, and reconciler time for
+many pins. Prints figures; asserts nothing.
+
+    python bench/ipfs.py [--mib 256] [--latency 20] [--pins 10000]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import aiohttp
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import peak_rss_mb, start_node  # noqa: E402
+from ingest import big_round_trip  # noqa: E402
+
+from daemon import timeutil  # noqa: E402
+from daemon.blocks import Block  # noqa: E402
+from daemon.blockstore.cluster import ClusterPinner, ClusterRest  # noqa: E402
+from daemon.blockstore.kubo import KuboBlockStore, KuboRpc  # noqa: E402
+from daemon.reconciler import Reconciler  # noqa: E402
+from indexer import pins  # noqa: E402
+from indexer.db import Database  # noqa: E402
+from tests.ipfs import Kubo, Topology  # noqa: E402
+
+
+def timed(argv: list[str], **kwargs) -> tuple[float, bytes]:
+    started = time.perf_counter()
+    out = subprocess.run(argv, check=True, capture_output=True, **kwargs).stdout
+    return time.perf_counter() - started, out
+
+
+def throughput(mib: int) -> None:
+    root = tempfile.mkdtemp(prefix="medvault-bench-kubo-")
+    kubo = Kubo(root, "kubo").start()
+    try:
+        size = mib * 1024 * 1024
+        path = os.path.join(root, "big.bin")
+        with open(path, "wb") as handle:
+            handle.write(os.urandom(size))
+        ipfs = [kubo_bin(), "--api", kubo.api_multiaddr]
+        add_s, out = timed([*ipfs, "add", "-Q", "--cid-version=1", "--pin=true", path])
+        cat_s, _ = timed([*ipfs, "cat", out.decode().strip()], env={**os.environ, **kubo.env})
+        daemon, _, api, token = start_node(("--ipfs-api", kubo.api_url))
+        try:
+            put_rate, get_rate = asyncio.run(big_round_trip(api, token, path, size))
+            rss = peak_rss_mb(daemon.proc.pid)
+        finally:
+            daemon.stop()
+        add_rate, cat_rate = size / add_s / 1e6, size / cat_s / 1e6
+        print(f"ipfs add --cid-version=1 {mib} MiB : {add_rate:8.1f} MB/s")
+        print(f"medvault POST (kubo)       : {put_rate:8.1f} MB/s  ({put_rate / add_rate:.2f} of ipfs add)")
+        print(f"ipfs cat {mib} MiB               : {cat_rate:8.1f} MB/s")
+        print(f"medvault GET (kubo)        : {get_rate:8.1f} MB/s  ({get_rate / cat_rate:.2f} of ipfs cat)")
+        print(f"daemon peak RSS (kubo)     : {rss:8.1f} MB")
+    finally:
+        kubo.stop()
+
+
+def kubo_bin() -> str:
+    from tests.ipfs import binary
+    return binary("ipfs")
+
+
+async def pin_latency(topology: Topology, count: int) -> None:
+    peer = topology.peers[0]
+    daemon, data_dir, api, token = start_node(("--ipfs-api", peer.kubo.api_url, "--cluster-api", peer.api_url))
+    try:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain"}
+        samples = []
+        async with aiohttp.ClientSession(headers=headers) as session:
+            for i in range(count):
+                started = time.perf_counter()
+                async with session.post(f"{api}/v1/records", data=os.urandom(2048)) as resp:
+                    record = await resp.json()
+                while record["pin"]["status"] != "pinned":
+                    await asyncio.sleep(0.05)
+                    async with session.get(f"{api}/v1/records/{record['id']}") as resp:
+                        record = await resp.json()
+                samples.append(time.perf_counter() - started)
+        samples.sort()
+        print(f"pin to 'pinned' (3 peers, min 2): median {statistics.median(samples) * 1000:.0f} ms, "
+              f"p95 {samples[int(len(samples) * 0.95) - 1] * 1000:.0f} ms over {count}")
+    finally:
+        daemon.stop()
+
+
+async def reconciler_time(topology: Topology, count: int) -> None:
+    peer = topology.peers[1]
+    rpc = KuboRpc(peer.kubo.api_url)
+    store, pinner = KuboBlockStore(rpc), ClusterPinner(ClusterRest(peer.api_url))
+    db = Database(os.path.join(tempfile.mkdtemp(), "index.sqlite"))
+    await db.start()
+    try:
+        blocks = [Block.raw(os.urandom(512)) for _ in range(count)]
+        await store.put_many(blocks)
+        now = timeutil.now()
+
+        def seed(conn):
+            for block in blocks:
+                pins.want(conn, str(block.cid), None, "manifest", 2, 3, now)
+
+        await db.write(seed)
+        reconciler = Reconciler(db, pinner, batch=1000, verify_interval=3600, interval=0.5)
+        started, passes, submitted = time.perf_counter(), 0, None
+        while True:
+            await reconciler.pass_once()
+            passes += 1
+            counts = await db.read(pins.counts)
+            if submitted is None and not counts.get("queued"):
+                submitted = time.perf_counter() - started
+            if set(counts) == {"pinned"}:
+                break
+            await asyncio.sleep(0.2)
+        settle = time.perf_counter() - started
+        await db.write(lambda c: c.execute("UPDATE pins SET next_attempt = 0"))
+        started = time.perf_counter()
+        while await db.read(lambda c: c.execute("SELECT COUNT(*) FROM pins WHERE next_attempt <= ?",
+                                                (time.time(),)).fetchone()[0]):
+            await reconciler.pass_once()
+        verify = time.perf_counter() - started
+        print(f"reconciler, {count} new pins submitted to the cluster: {submitted:.1f} s")
+        print(f"reconciler, {count} new pins to 'pinned': {settle:.1f} s ({passes} passes); "
+              f"re-verifying {count} pinned: {verify:.1f} s")
+    finally:
+        await db.close()
+        await pinner.close()
+        await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--latency", type=int, default=20)
+    parser.add_argument("--pins", type=int, default=10000)
+    args = parser.parse_args()
+    throughput(args.mib)
+    topology = Topology(tempfile.mkdtemp(prefix="medvault-bench-cluster-")).start()
+    try:
+        asyncio.run(pin_latency(topology, args.latency))
+        asyncio.run(reconciler_time(topology, args.pins))
+    finally:
+        topology.stop()
+
+
+if __name__ == "__main__":
+    main()
