@@ -21,6 +21,7 @@ from .errors import BadRequest, TooLarge
 
 
 _INLINE_BYTES = 64 * 1024
+_WRITERS = 2
 
 
 @dataclass
@@ -65,9 +66,13 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
             item = await queue.get()
             if item is None:
                 return
-            batch = [item]
-            while len(batch) < batch_size and not queue.empty() and queue._queue[0] is not None:
-                batch.append(queue.get_nowait())
+            batch, finished = [item], False
+            while len(batch) < batch_size and not queue.empty():
+                nxt = queue.get_nowait()
+                if nxt is None:
+                    finished = True
+                    break
+                batch.append(nxt)
             try:
                 if not failure:
                     await store.put_many(batch)
@@ -76,6 +81,8 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
             finally:
                 for _ in batch:
                     slots.release()
+            if finished:
+                return
 
     async def process(index: int, last: bool, plaintext: bytes) -> Cid:
         try:
@@ -95,8 +102,8 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
             finally:
                 slots.release()
         else:
-            if not writers:
-                writers.append(asyncio.create_task(writer()))
+            if not writers:  # two, so one request is in flight while the next batch fills
+                writers.extend(asyncio.create_task(writer()) for _ in range(_WRITERS))
             queue.put_nowait(block)  # the writer releases the slot once it is stored
         return block.cid
 
@@ -132,7 +139,8 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
             raise BadRequest("the request body is empty", "empty_body")
         await submit(True, bytes(buffer))
         chunks = await asyncio.gather(*tasks)
-        queue.put_nowait(None)
+        for _ in writers:
+            queue.put_nowait(None)
         await asyncio.gather(*writers)
         check()
     except BaseException:
