@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DATA_DIR ?= .medvault
 LISTEN   ?= 127.0.0.1:7420
 
-.PHONY: run test ipfs schema venv bench clean
+.PHONY: run test ipfs schema venv bench bench-ipfs clean
 
 venv: $(VENV)/.installed
 
@@ -30,8 +30,11 @@ schema:
 test: venv ipfs schema
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/pytest -q $(PYTEST_ARGS)
 
-bench: venv ipfs
-	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python bench/ingest.py
+bench: venv
+	$(BIN)/python bench/ingest.py
+
+bench-ipfs: venv ipfs
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python bench/ipfs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
