@@ -6,7 +6,7 @@ import time
 
 from aiohttp import web
 
-from . import routes_admin, routes_audit, routes_pins, routes_records, routes_system
+from . import routes_admin, routes_audit, routes_pins, routes_records, routes_sharing, routes_system
 from .auth import auth_middleware
 from .errors import error_middleware
 from .keys import VAULT
@@ -38,6 +38,6 @@ def _observe_middleware(vault):
 def make_app(vault) -> web.Application:
     app = web.Application(middlewares=[_observe_middleware(vault), error_middleware, auth_middleware(vault)])
     app[VAULT] = vault
-    for module in (routes_system, routes_records, routes_admin, routes_audit, routes_pins):
+    for module in (routes_system, routes_records, routes_sharing, routes_admin, routes_audit, routes_pins):
         app.add_routes(module.routes)
     return app

@@ -32,6 +32,8 @@ def _q(name: str, description: str, schema: dict | None = None, repeat: bool = F
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[a-z2-7]{26}$"}}
 _CID = {"name": "cid", "in": "path", "required": True, "schema": {"type": "string"}}
+_body = lambda props, required: {"required": True, "content": {"application/json": {"schema": {  # noqa: E731
+    "type": "object", "required": required, "properties": props}}}}
 _JSON = lambda ref: {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}  # noqa: E731
 _LIST = lambda ref: {"content": {"application/json": {"schema": {  # noqa: E731
     "type": "object", "properties": {"items": {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}},
@@ -78,6 +80,39 @@ def document() -> dict:
         },
         "/v1/records/{id}/versions": {"parameters": [_ID], "get": _op("Versions of a record", "read",
                                                                       {"200": _LIST("Version")}, op_id="listVersions")},
+        "/v1/records/{id}/grants": {
+            "parameters": [_ID],
+            "post": _op("Grant a principal read access (sealed envelope + share token)", "share",
+                        {"201": _JSON("Grant")}, body=_body({"recipient": {"type": "string"},
+                                                             "expires": {"type": "string", "format": "date-time"}},
+                                                            ["recipient"]), op_id="grant"),
+            "get": _op("Current grants of the record", "share", {"200": _LIST("Grant")}, op_id="listGrants"),
+        },
+        "/v1/records/{id}/grants/{did}": {
+            "parameters": [_ID, {"name": "did", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "delete": _op("Revoke; rotates the key unless rotate=false", "share", {"200": _JSON("Record")},
+                          [_q("rotate", "re-encrypt as a new version (default true)", {"enum": ["true", "false"]})],
+                          op_id="revoke"),
+        },
+        "/v1/grants": {"post": _op("Grant one principal access to many records at once", "share",
+                                   {"201": _LIST("Grant")}, body=_body({
+                                       "records": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
+                                       "recipient": {"type": "string"},
+                                       "expires": {"type": "string", "format": "date-time"}}, ["records", "recipient"]),
+                                   op_id="grantMany")},
+        "/v1/records/{id}/emergency": {"parameters": [_ID], "post": _op(
+            "Break-glass access with a reason: audited, shown to the patient, expires", "emergency",
+            {"201": {"description": "access granted until expires"}},
+            body=_body({"reason": {"type": "string", "minLength": 10}}, ["reason"]), op_id="emergency")},
+        "/v1/imports": {"post": _op("Import a record from a share token", "write", {"201": _JSON("Record")},
+                                    body=_body({"share": {"type": "string"}}, ["share"]), op_id="importShare")},
+        "/v1/imports/car": {"post": _op("Import the records in a CAR archive addressed to the caller", "write",
+                                        {"201": _LIST("Record")},
+                                        body={"required": True, "content": {"application/vnd.ipld.car": {
+                                            "schema": {"type": "string", "format": "binary"}}}}, op_id="importCar")},
+        "/v1/exports": {"get": _op("A patient's records as a CAR archive", "read", {
+            "200": {"description": "CAR v1", "content": {"application/vnd.ipld.car": {}}}},
+            [{**_q("patient", "the patient's did:key"), "required": True}], op_id="exportCar")},
         "/v1/principals": {
             "post": _op("Create a principal whose keys this node keeps", "admin", {"201": _JSON("Principal")},
                         body={"required": True, "content": {"application/json": {"schema": {
@@ -100,7 +135,9 @@ def document() -> dict:
                                      _q("record", "record id"), _q("principal", "actor did"),
                                      _q("since", "RFC 3339 time"), _q("after", "seq to continue after",
                                                                        {"type": "integer"}),
-                                     _q("limit", "page size", {"type": "integer"})], op_id="listAudit")},
+                                     _q("limit", "page size", {"type": "integer"}),
+                                     _q("format", "'fhir' for a Bundle of FHIR R4 AuditEvent resources",
+                                        {"enum": ["fhir"]})], op_id="listAudit")},
         "/v1/audit/verify": {"get": _op("Recompute the audit hash chain", "operator", {"200": _JSON("AuditVerify")},
                                         op_id="verifyAudit")},
         "/v1/pins": {"get": _op("Pin jobs with their status", "operator", {"200": _LIST("Pin")}, [
@@ -126,7 +163,7 @@ def document() -> dict:
             "schemas": {
                 "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
                     "code": {"type": "string"}, "message": {"type": "string"}}}}},
-                "Scope": {"type": "string", "enum": ["read", "write", "share", "operator", "admin"]},
+                "Scope": {"type": "string", "enum": ["read", "write", "share", "operator", "admin", "emergency"]},
                 "Record": {"type": "object", "properties": {
                     **{k: {"type": "string", "nullable": True} for k in
                        ("id", "cid", "patient", "type", "content_type", "title", "date", "created", "updated",
@@ -140,6 +177,9 @@ def document() -> dict:
                 "Version": {"type": "object", "properties": {
                     "version": {"type": "integer"}, "cid": {"type": "string"}, "size": {"type": "integer"},
                     "content_type": {"type": "string"}, "created": {"type": "string"}, "author": {"type": "string"}}},
+                "Grant": {"type": "object", "properties": {
+                    "record": {"type": "string"}, "envelope": {"type": "string"}, "share": {"type": "string"},
+                    "recipient": {"type": "string"}, "expires": {"type": "string", "nullable": True}}},
                 "Principal": {"type": "object", "properties": {"did": {"type": "string"},
                                                                 "name": {"type": "string"}}},
                 "Token": {"type": "object", "properties": {"token": {"type": "string"}, "id": {"type": "string"},

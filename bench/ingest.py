@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import json
 import os
-import threading
 import time
 
 import aiohttp

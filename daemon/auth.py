@@ -17,7 +17,7 @@ from indexer.db import Database
 from . import timeutil
 from .errors import BadRequest, Unauthorized
 
-SCOPES = ("read", "write", "share", "operator", "admin")
+SCOPES = ("read", "write", "share", "operator", "admin", "emergency")
 _PREFIX = "mvt_"
 
 

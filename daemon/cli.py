@@ -8,6 +8,7 @@ import json
 import mimetypes
 import os
 import sys
+from urllib.parse import quote
 
 from . import logs
 from .client import Client, ClientError, print_json, resolve
@@ -71,6 +72,32 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--scope", action="append", required=True, help="repeatable, or comma-separated")
     t.add_argument("--expires")
 
+    p = sub.add_parser("grant", help="let a principal read a record; prints the share token")
+    p.add_argument("id")
+    p.add_argument("did")
+    p.add_argument("--expires", help="RFC 3339 time the grant stops working")
+
+    p = sub.add_parser("revoke", help="withdraw a grant (re-encrypts the record unless --no-rotate)")
+    p.add_argument("id")
+    p.add_argument("did")
+    p.add_argument("--no-rotate", action="store_true")
+
+    p = sub.add_parser("import", help="bring in a record from a share token")
+    p.add_argument("share")
+
+    p = sub.add_parser("export", help="write a patient's records (and envelopes) to a CAR file")
+    p.add_argument("--patient", required=True)
+    p.add_argument("-o", "--output", required=True)
+
+    p = sub.add_parser("import-car", help="import the records in a CAR file addressed to you")
+    p.add_argument("file")
+
+    p = sub.add_parser("emergency", help="break-glass access to a record (audited, needs a reason)")
+    p.add_argument("id")
+    p.add_argument("--reason", required=True)
+
+    sub.add_parser("reindex", help="rebuild the index from pinned manifests and envelopes (daemon stopped)")
+
     p = sub.add_parser("pins", help="pin jobs: list, status CID, recover CID (operator)")
     p.add_argument("action", nargs="?", choices=("list", "status", "recover"), default="list")
     p.add_argument("cid", nargs="?")
@@ -98,6 +125,10 @@ async def _local_command(args) -> int:
         from .server import serve
         logs.setup(args.log_level)
         await serve(config, args.listen or config.listen)
+        return 0
+    if args.command == "reindex":
+        from .reindex import reindex
+        print_json(await reindex(config))
         return 0
     vault = await open_vault(config)
     try:
@@ -146,6 +177,30 @@ async def _client_command(args) -> int:
                 print_json(await client.request("POST", "/v1/principals", json={"name": args.name}))
             else:
                 print_json(await client.request("GET", "/v1/principals"))
+        elif args.command == "grant":
+            print_json(await client.request("POST", f"/v1/records/{args.id}/grants",
+                                            json={"recipient": args.did, "expires": args.expires}))
+        elif args.command == "revoke":
+            print_json(await client.request("DELETE", f"/v1/records/{args.id}/grants/{args.did}",
+                                            params={"rotate": "false" if args.no_rotate else "true"}))
+        elif args.command == "import":
+            print_json(await client.request("POST", "/v1/imports", json={"share": args.share}))
+        elif args.command == "export":
+            partial = args.output + ".partial"
+            try:
+                with open(partial, "wb") as sink:
+                    await client.download(f"/v1/exports?patient={quote(args.patient)}", sink)
+                os.replace(partial, args.output)
+            finally:
+                if os.path.exists(partial):
+                    os.unlink(partial)
+        elif args.command == "import-car":
+            with open(args.file, "rb") as source:
+                print_json(await client.upload("/v1/imports/car", source, os.path.getsize(args.file),
+                                               "application/vnd.ipld.car", None))
+        elif args.command == "emergency":
+            print_json(await client.request("POST", f"/v1/records/{args.id}/emergency",
+                                            json={"reason": args.reason}))
         elif args.command == "pins":
             if args.action == "list":
                 print_json(await client.request("GET", "/v1/pins",
@@ -166,7 +221,7 @@ async def _client_command(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.data_dir = getattr(args, "data_dir", None)
-    local = args.command in ("init", "daemon", "gc")
+    local = args.command in ("init", "daemon", "gc", "reindex")
     try:
         return asyncio.run(_local_command(args) if local else _client_command(args))
     except (ClientError, VaultError, InitError, KeyStoreError, FileNotFoundError, ValueError) as exc:

@@ -36,6 +36,8 @@ class Config:
     cluster_basic_auth: str | None = None  # "user:password"
     cluster_token: str | None = None
     request_timeout: float = 60.0
+    grant_policy: str = "patient_or_author"  # or "patient": only the record's patient may grant
+    emergency_minutes: int = 60  # how long break-glass access lasts
     master_key: dict = field(default_factory=dict)
 
     @property
@@ -59,6 +61,8 @@ class Config:
             raise ValueError("the cluster backend needs --ipfs-api and --cluster-api")
         if not 1024 <= self.chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be between 1024 and {MAX_CHUNK_SIZE}")
+        if self.grant_policy not in ("patient_or_author", "patient"):
+            raise ValueError("grant_policy must be patient_or_author or patient")
         if not 1 <= self.replication_min <= self.replication_max:
             raise ValueError("replication_min must be at least 1 and at most replication_max")
         return self

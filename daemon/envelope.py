@@ -4,7 +4,9 @@ Clear: ``v`` and ``manifest`` (an IPLD link, so pinning the envelope keeps the
 record). Everything that names a person — recipient, granter, times — is
 inside ``box``, an X25519 sealed box (``crypto_box_seal``) to the recipient,
 together with the DEK and the granter's Ed25519 signature over all of it and
-the manifest CID. Someone holding the block learns only that it points at a
+the manifest CID. When granter and recipient differ, ``receipt`` seals
+{to, granted, expires} (no key) to the granter, so the granting node can
+rebuild its list of grants from pinned envelopes alone. Someone holding the block learns only that it points at a
 manifest. A recipient finds its envelopes by trying its own keys.
 """
 from __future__ import annotations
@@ -60,7 +62,11 @@ def build_envelope(manifest: Cid, dek: bytes, recipient: str, granter: Principal
                              "expires": expires, "sig": signature})
     box = SealedBox(box_public_key_of(recipient)).encrypt(inner)
     link = manifest_link if manifest_link is not None else manifest.to_link()
-    return Block.dag_cbor({"v": crypto.FORMAT_VERSION, "manifest": link, "box": box})
+    node = {"v": crypto.FORMAT_VERSION, "manifest": link, "box": box}
+    if recipient != granter.did:
+        node["receipt"] = SealedBox(box_public_key_of(granter.did)).encrypt(
+            dag_cbor.encode({"to": recipient, "granted": granted, "expires": expires}))
+    return Block.dag_cbor(node)
 
 
 def envelope_manifest(cid: Cid, data: bytes) -> tuple[Cid, bytes]:
@@ -107,3 +113,29 @@ def open_envelope(cid: Cid, data: bytes, principal: Principal) -> Grant:
     if not ok:
         raise SignatureError("envelope signature does not verify")
     return Grant(cid, manifest, dek, recipient, granter, granted, expires)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a granter can read back from an envelope it made for someone else:
+    whom it was for, and when (no key). Lets ``reindex`` restore outgoing grants."""
+
+    envelope: Cid
+    manifest: Cid
+    recipient: str
+    granted: str
+    expires: str | None
+
+
+def open_receipt(cid: Cid, data: bytes, granter: Principal) -> Receipt:
+    manifest, _ = envelope_manifest(cid, data)
+    sealed = decode_node(cid, data).get("receipt")
+    if not isinstance(sealed, bytes):
+        raise NotForUs("the envelope carries no receipt")
+    try:
+        inner = dag_cbor.decode(SealedBox(granter.box_key).decrypt(sealed))
+        return Receipt(cid, manifest, str(inner["to"]), str(inner["granted"]), inner["expires"])
+    except CryptoError as exc:
+        raise NotForUs("the receipt is not sealed to this principal") from exc
+    except Exception as exc:
+        raise FormatError("malformed envelope receipt") from exc

@@ -8,13 +8,8 @@ entry in one transaction. It never returns or logs plaintext or keys.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import os
-import re
-import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -40,48 +35,14 @@ from .manifest import SignatureError, build_link_tree, build_manifest, decode_ma
 from .metrics import Metrics
 from .reader import chunk_cids, plaintext
 from .reconciler import Reconciler, classify
+from .importer import ImportMixin
+from .sharing import SharingMixin
 from .record_input import RecordInput, check_media_type
+from .views import check_record_id, decode_cursor, encode_cursor, future_time, new_record_id, record_view
 
 log = logging.getLogger("medvault.vault")
-_RECORD_ID = re.compile(r"^[a-z2-7]{26}$")
 MAX_PAGE = 1000
 PIN_STATUSES = ("queued", "pinning", "pinned", "degraded", "failed")
-
-
-def new_record_id() -> str:
-    return base64.b32encode(secrets.token_bytes(16)).decode().lower().rstrip("=")
-
-
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"s": seq}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        doc = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        seq = doc["s"]
-        if not isinstance(seq, int) or seq < 0:
-            raise ValueError
-        return seq
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise BadRequest("the cursor is not one this server issued", "bad_cursor") from None
-
-
-def check_record_id(record_id: str) -> str:
-    if not _RECORD_ID.match(record_id or ""):
-        raise BadRequest("a record id is 26 base32 characters", "bad_id")
-    return record_id
-
-
-def record_view(row: dict) -> dict:
-    """A record as API.md defines it."""
-    return {
-        "id": row["id"], "version": row["version"], "cid": row["cid"], "patient": row["patient"],
-        "type": row["type"], "content_type": row["content_type"], "title": row["title"],
-        "tags": row["tags"], "size": row["size"], "date": row["date"], "created": row["created"],
-        "updated": row["updated"], "author": row["author"],
-        "pin": {"status": row.get("pin_status") or "queued", "replicas": row.get("pin_replicas") or 0},
-    }
 
 
 def _seal_version(dek: bytes, stream_id: bytes, chunk_size: int, depth: int, links: list[Cid], body: dict,
@@ -108,7 +69,7 @@ class OpenRecord:
         return self._vault._stream(self._manifest, self._dek, self.size, start, end)
 
 
-class Vault:
+class Vault(SharingMixin, ImportMixin):
     def __init__(self, config: Config, db: Database, keys: KeyStore, blocks: BlockStore, pinner: Pinner,
                  metrics: Metrics | None = None):
         self.config = config
@@ -450,12 +411,7 @@ class Vault:
         if self.keys.get(principal) is None:
             raise NotFound("this node has no such principal", "unknown_principal")
         if expires is not None:
-            try:
-                expires = timeutil.parse_time(expires)
-            except (ValueError, TypeError):
-                raise BadRequest("expires must be an RFC 3339 time with offset", "bad_expires") from None
-            if expires <= timeutil.now():
-                raise BadRequest("expires must be in the future", "bad_expires")
+            expires = future_time(expires)
         token_id, token = await issue_token(self.db, principal, scopes, expires)
         await self._audit(caller.did, "token_create", None, "ok", {"token": token_id, "principal": principal})
         return {"token": token, "id": token_id, "principal": principal, "scopes": sorted(set(scopes)),

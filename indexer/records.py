@@ -28,21 +28,22 @@ def _row(row: sqlite3.Row | None) -> dict | None:
     return record
 
 
-def save_version(conn: sqlite3.Connection, record: dict, envelopes: list[dict], codes: list[tuple[str, str]]) -> None:
-    """Inserts (version 1) or advances (later versions) a record with its
-    version row, envelopes, tags and codes. Raises sqlite3.IntegrityError on a
-    version race so the caller's savepoint rolls back."""
+def save_version(conn: sqlite3.Connection, record: dict, envelopes: list[dict], codes: list[tuple[str, str]],
+                 new: bool | None = None) -> None:
+    """Inserts (``new``: by default version 1) or advances (the next version) a
+    record with its version row, envelopes, tags and codes. Raises
+    sqlite3.IntegrityError on a version race so the caller's savepoint rolls back."""
     fields = ("id", "version", "cid", "patient", "type", "content_type", "title", "text", "subject",
               "date", "size", "created", "updated", "author")
     values = {k: record.get(k) for k in fields}
     values["tags"] = json.dumps(record.get("tags") or [])
-    if record["version"] == 1:
+    if record["version"] == 1 if new is None else new:
         conn.execute(
             f"INSERT INTO records ({', '.join(values)}) VALUES ({', '.join(':' + k for k in values)})", values)
     else:
         updated = conn.execute(
             f"UPDATE records SET {', '.join(k + ' = :' + k for k in values if k not in ('id', 'created'))}"
-            " WHERE id = :id AND version = :version - 1", values)
+            " WHERE id = :id AND version < :version", values)
         if updated.rowcount != 1:
             raise sqlite3.IntegrityError("record changed concurrently")
         conn.execute("DELETE FROM record_tags WHERE record_id = ?", (record["id"],))
@@ -145,3 +146,38 @@ def search(conn: sqlite3.Connection, caller: str, now: str, *, patient: str | No
     if len(rows) > limit:
         return rows[:limit], rows[limit - 1]["seq"]
     return rows, None
+
+
+def find(conn: sqlite3.Connection, record_id: str) -> dict | None:
+    """The record row whoever may read it (for imports and emergency access)."""
+    return _row(conn.execute(f"{_SELECT} WHERE r.id = ?", (record_id,)).fetchone())
+
+
+def live_grants(conn: sqlite3.Connection, record_id: str, version: int, now: str) -> list[dict]:
+    return [dict(r) for r in conn.execute(
+        "SELECT * FROM envelopes WHERE record_id = ? AND version = ? AND revoked IS NULL"
+        " AND (expires IS NULL OR expires > ?) ORDER BY granted", (record_id, version, now))]
+
+
+def revoke_envelopes(conn: sqlite3.Connection, record_id: str, recipient: str, when: str) -> list[str]:
+    """Marks every live envelope of ``recipient`` for the record revoked; returns their CIDs."""
+    cids = [r["cid"] for r in conn.execute(
+        "SELECT cid FROM envelopes WHERE record_id = ? AND recipient = ? AND revoked IS NULL",
+        (record_id, recipient))]
+    conn.executemany("UPDATE envelopes SET revoked = ? WHERE cid = ?", [(when, c) for c in cids])
+    return cids
+
+
+def version_cids(conn: sqlite3.Connection, record_id: str, version: int) -> list[str]:
+    """A version's manifest and every envelope for it (to retire a rotated-away version)."""
+    manifest = conn.execute("SELECT cid FROM versions WHERE record_id = ? AND version = ?",
+                            (record_id, version)).fetchone()
+    envelopes = [r["cid"] for r in conn.execute(
+        "SELECT cid FROM envelopes WHERE record_id = ? AND version = ?", (record_id, version))]
+    return ([manifest["cid"]] if manifest else []) + envelopes
+
+
+def add_envelopes(conn: sqlite3.Connection, envelopes: list[dict]) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO envelopes (cid, record_id, version, recipient, granter, role, granted, expires)"
+        " VALUES (:cid, :record_id, :version, :recipient, :granter, :role, :granted, :expires)", envelopes)

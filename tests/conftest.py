@@ -83,3 +83,15 @@ def topology(tmp_path_factory):
     topo = Topology(str(tmp_path_factory.mktemp("cluster"))).start()
     yield topo
     topo.stop()
+
+
+@pytest.fixture(scope="session")
+def kubo_pair(tmp_path_factory):
+    """Two real Kubo nodes connected over the swarm on loopback: two hospitals."""
+    from .ipfs import Kubo
+    root = str(tmp_path_factory.mktemp("pair"))
+    first, second = Kubo(root, "hospital-a").start(), Kubo(root, "hospital-b").start()
+    first.connect(second)
+    yield first, second
+    second.stop()
+    first.stop()

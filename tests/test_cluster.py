@@ -9,7 +9,6 @@ import os
 import shutil
 import time
 
-import pytest
 
 from api.app import make_app
 from daemon.config import Config

@@ -59,9 +59,10 @@ class KuboRpc(HttpBackend):
         params = [("arg", str(c)) for c in cids] + [("force", "true")]
         await self.request("POST", "/block/rm", "block_rm", parse="none", params=params)
 
-    async def pin_add(self, cid: Cid) -> None:
-        await self.request("POST", "/pin/add", "pin_add", params={"arg": str(cid), "recursive": "true"},
-                           timeout=600)
+    async def pin_add(self, *cids: Cid) -> None:
+        """Recursive pins; several roots in one call."""
+        await self.request("POST", "/pin/add", "pin_add", timeout=600,
+                           params=[("arg", str(c)) for c in cids] + [("recursive", "true")])
 
     async def pin_rm(self, cid: Cid) -> None:
         try:
@@ -141,8 +142,8 @@ class KuboBlockStore(BlockStore):
                 pass  # pinned elsewhere or already gone: best effort by contract
 
     async def protect(self, roots: list[Cid]) -> None:
-        for root in roots:
-            await self.rpc.pin_add(root)
+        for start in range(0, len(roots), 100):
+            await self.rpc.pin_add(*roots[start:start + 100])
 
     async def release(self, roots: list[Cid]) -> None:
         for root in roots:

@@ -1,0 +1,100 @@
+"""CAR v1 (Content Addressable aRchive), streamed both ways.
+
+A varint-prefixed dag-cbor header ``{"version": 1, "roots": [...]}``, then
+for each block a varint of len(CID)+len(data), the binary CID and the data.
+The PyPI ``ipld_car`` package builds and parses whole archives in memory; a
+patient's export can be gigabytes, so we stream with multiformats' varint and
+dag-cbor instead. Every block read is checked against its CID.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import dag_cbor
+from multiformats import varint
+
+from .blocks import Block, FormatError
+from .cid import Cid
+
+MAX_BLOCK = 2 * 1024 * 1024
+MAX_HEADER = 1024 * 1024
+
+
+def header(roots: list[Cid]) -> bytes:
+    encoded = dag_cbor.encode({"roots": [r.to_link() for r in roots], "version": 1})
+    return varint.encode(len(encoded)) + encoded
+
+
+def frame(block: Block) -> bytes:
+    cid = bytes(block.cid)
+    return varint.encode(len(cid) + len(block.data)) + cid + block.data
+
+
+class _Reader:
+    """Pulls exact byte counts out of an async stream of arbitrary pieces."""
+
+    def __init__(self, source: AsyncIterator[bytes]):
+        self._source = source.__aiter__()
+        self._buffer = bytearray()
+        self._ended = False
+
+    async def _fill(self, n: int) -> bool:
+        while len(self._buffer) < n and not self._ended:
+            try:
+                self._buffer += await self._source.__anext__()
+            except StopAsyncIteration:
+                self._ended = True
+        return len(self._buffer) >= n
+
+    async def varint(self) -> int | None:
+        await self._fill(1)
+        if not self._buffer:
+            return None
+        for end in range(1, 10):
+            if not await self._fill(end):
+                raise FormatError("the CAR file ends inside a length")
+            if not self._buffer[end - 1] & 0x80:
+                value = varint.decode(bytes(self._buffer[:end]))
+                del self._buffer[:end]
+                return value
+        raise FormatError("bad varint in the CAR file")
+
+    async def take(self, n: int) -> bytes:
+        if not await self._fill(n):
+            raise FormatError("the CAR file ends inside a block")
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+
+async def read(source: AsyncIterator[bytes]) -> tuple[list[Cid], AsyncIterator[Block]]:
+    """Parses the header, then yields verified blocks one at a time."""
+    reader = _Reader(source)
+    length = await reader.varint()
+    if length is None or not 0 < length <= MAX_HEADER:
+        raise FormatError("not a CAR file")
+    try:
+        head = dag_cbor.decode(await reader.take(length))
+        if head["version"] != 1:
+            raise FormatError("only CAR version 1 is supported")
+        roots = [Cid.from_link(r) for r in head["roots"]]
+    except FormatError:
+        raise
+    except Exception as exc:
+        raise FormatError("not a CAR v1 header") from exc
+
+    async def blocks() -> AsyncIterator[Block]:
+        while (size := await reader.varint()) is not None:
+            if not 36 < size <= MAX_BLOCK + 36:
+                raise FormatError("a CAR section has an impossible size")
+            section = await reader.take(size)
+            try:
+                cid = Cid(section[:36])
+            except ValueError:
+                raise FormatError("a CAR block has a CID this format does not use") from None
+            data = section[36:]
+            if not cid.matches(data):
+                raise FormatError("a CAR block does not match its CID")
+            yield Block(cid, data)
+
+    return roots, blocks()

@@ -1,0 +1,134 @@
+"""``medvault reindex``: rebuild the SQLite index from what is pinned.
+
+Every pinned dag-cbor root is tried as an envelope with each local
+principal's key: one that opens gives a readable record version (its
+manifest is fetched, opened and verified); one that does not may still carry
+a receipt for a local granter, which restores an outgoing grant. Principals
+come from the keystore. The old index file, if any, is kept beside the new
+one; tokens cannot be recovered (only their hashes were stored), so a fresh
+owner token is written to owner.token. The audit chain starts again with a
+``reindex`` entry.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+
+from indexer import audit, pins, principals as principal_rows, records
+
+from . import crypto, timeutil
+from .auth import SCOPES, issue_token
+from .blocks import FormatError, decode_node
+from .blockstore.kubo import KuboBlockStore
+from .cid import DAG_CBOR, Cid
+from .config import Config
+from .envelope import NotForUs, open_envelope, open_receipt
+from .fsutil import atomic_write
+from .manifest import SignatureError, decode_manifest, open_metadata
+from .node import OWNER_TOKEN_FILE, close_vault, open_vault
+
+log = logging.getLogger("medvault.reindex")
+
+
+async def _roots(vault) -> list[Cid]:
+    if isinstance(vault.blocks, KuboBlockStore):
+        return [Cid.parse(c) for c in await vault.blocks.rpc.pin_ls() if c.startswith("bafy")]
+    return [cid async for cid, _ in vault.blocks.all_cids() if cid.codec == DAG_CBOR]
+
+
+async def reindex(config: Config) -> dict:
+    started = time.perf_counter()
+    if os.path.exists(config.index_path):
+        aside = f"{config.index_path}.before-reindex-{int(time.time())}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(config.index_path + suffix):
+                os.replace(config.index_path + suffix, aside + suffix)
+    vault = await open_vault(config)
+    try:
+        locals_ = vault.keys.principals()
+        opened: dict[str, list] = {}  # record id -> [(version, manifest cid, body, envelope row)]
+        receipts = []
+        for root in await _roots(vault):
+            try:
+                data = await vault.blocks.get(root)
+                if "box" not in decode_node(root, data):
+                    continue  # a manifest or link block, reached through its envelopes
+            except FormatError:
+                continue
+            for principal in locals_:
+                try:
+                    grant = open_envelope(root, data, principal)
+                except (NotForUs, SignatureError, FormatError):
+                    try:
+                        receipts.append((open_receipt(root, data, principal), principal.did))
+                    except (NotForUs, FormatError):
+                        pass
+                    continue
+                try:
+                    manifest = decode_manifest(grant.manifest, await vault.blocks.get(grant.manifest))
+                    body = open_metadata(manifest, grant.dek)
+                except (FormatError, SignatureError, crypto.DecryptError):
+                    log.warning("skipped an envelope whose manifest does not verify")
+                    continue
+                opened.setdefault(body["record"], []).append((body, str(grant.manifest), {
+                    "cid": str(root), "record_id": body["record"], "version": body["version"],
+                    "recipient": principal.did, "granter": grant.granter,
+                    "role": "patient" if principal.did == body.get("patient") else
+                            "author" if principal.did == body["author"] else "grant",
+                    "granted": grant.granted, "expires": grant.expires}))
+        manifests = {m: body for versions in opened.values() for body, m, _ in versions}
+        outgoing = []
+        for receipt, granter in receipts:
+            body = manifests.get(str(receipt.manifest))
+            if body is not None:
+                outgoing.append({"cid": str(receipt.envelope), "record_id": body["record"],
+                                 "version": body["version"], "recipient": receipt.recipient, "granter": granter,
+                                 "role": "patient" if receipt.recipient == body.get("patient") else "grant",
+                                 "granted": receipt.granted, "expires": receipt.expires})
+        now = timeutil.now()
+        cfg = vault.config
+        status, replicas = ("pinned", 1) if vault.pinner.pinned_on_protect else ("queued", 0)
+
+        def commit(conn: sqlite3.Connection) -> None:
+            for principal in locals_:
+                principal_rows.add_principal(conn, principal.did, principal.name, "principal", now)
+            for node_key in vault.keys.principals(role="node"):
+                principal_rows.add_principal(conn, node_key.did, "node", "node", now)
+            for record_id, versions in opened.items():
+                by_version = {}
+                for body, manifest, envelope in versions:
+                    by_version.setdefault(body["version"], (body, manifest, []))[2].append(envelope)
+                first = True
+                for version in sorted(by_version):
+                    body, manifest, envelopes = by_version[version]
+                    row = {"id": record_id, "version": version, "cid": manifest, "patient": body.get("patient"),
+                           "type": body.get("type"), "content_type": body["content_type"],
+                           "title": body.get("title"), "text": body.get("text"), "subject": body.get("subject"),
+                           "date": body.get("date"), "tags": body.get("tags") or [], "size": body["size"],
+                           "created": body["created"], "updated": body["created"], "author": body["author"]}
+                    records.save_version(conn, row, [], [tuple(c) for c in body.get("codes") or []], new=first)
+                    first = False
+                    records.add_envelopes(conn, envelopes)
+                    pins.want(conn, manifest, record_id, "manifest", cfg.replication_min, cfg.replication_max, now,
+                              status, replicas)
+                    for envelope in envelopes:
+                        pins.want(conn, envelope["cid"], record_id, "envelope", cfg.replication_min,
+                                  cfg.replication_max, now, status, replicas)
+            records.add_envelopes(conn, outgoing)
+            for envelope in outgoing:
+                pins.want(conn, envelope["cid"], envelope["record_id"], "envelope", cfg.replication_min,
+                          cfg.replication_max, now, status, replicas)
+            audit.append(conn, now, None, "reindex", None, "ok",
+                         {"records": len(opened), "outgoing_grants": len(outgoing)})
+
+        await vault.db.write(commit)
+        owner = next((p for p in locals_ if p.name == "owner"), None)
+        if owner is not None:
+            _, token = await issue_token(vault.db, owner.did, list(SCOPES), None)
+            atomic_write(os.path.join(config.data_dir, OWNER_TOKEN_FILE), token.encode() + b"\n", 0o600)
+        return {"records": len(opened), "envelopes": sum(len(v) for v in opened.values()) + len(outgoing),
+                "seconds": round(time.perf_counter() - started, 2)}
+    finally:
+        await close_vault(vault)

@@ -1,0 +1,69 @@
+"""How records, ids and cursors look from outside (API.md), shared by the
+Vault and its sharing and recovery parts."""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import secrets
+
+from . import timeutil
+from .errors import BadRequest
+from .identity import InvalidDid, check_did
+
+_RECORD_ID = re.compile(r"^[a-z2-7]{26}$")
+
+
+def new_record_id() -> str:
+    return base64.b32encode(secrets.token_bytes(16)).decode().lower().rstrip("=")
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"s": seq}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        seq = doc["s"]
+        if not isinstance(seq, int) or seq < 0:
+            raise ValueError
+        return seq
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("the cursor is not one this server issued", "bad_cursor") from None
+
+
+def check_record_id(record_id: str) -> str:
+    if not _RECORD_ID.match(record_id or ""):
+        raise BadRequest("a record id is 26 base32 characters", "bad_id")
+    return record_id
+
+
+def record_view(row: dict) -> dict:
+    """A record as API.md defines it."""
+    return {
+        "id": row["id"], "version": row["version"], "cid": row["cid"], "patient": row["patient"],
+        "type": row["type"], "content_type": row["content_type"], "title": row["title"],
+        "tags": row["tags"], "size": row["size"], "date": row["date"], "created": row["created"],
+        "updated": row["updated"], "author": row["author"],
+        "pin": {"status": row.get("pin_status") or "queued", "replicas": row.get("pin_replicas") or 0},
+    }
+
+
+def future_time(text, field: str = "expires") -> str:
+    """A client-given expiry: RFC 3339 with offset, in the future; else 400."""
+    try:
+        value = timeutil.parse_time(text)
+    except (ValueError, TypeError):
+        raise BadRequest(f"{field} must be an RFC 3339 time with offset", f"bad_{field}") from None
+    if value <= timeutil.now():
+        raise BadRequest(f"{field} must be in the future", f"bad_{field}")
+    return value
+
+
+def did_param(text, field: str) -> str:
+    try:
+        return check_did(text)
+    except (InvalidDid, TypeError):
+        raise BadRequest(f"{field} must be an Ed25519 did:key", f"bad_{field}") from None
