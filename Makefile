@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DATA_DIR ?= .medvault
 LISTEN   ?= 127.0.0.1:7420
 
-.PHONY: run test ipfs schema venv bench bench-ipfs clean
+.PHONY: run test ipfs schema venv bench bench-ipfs bench-sharing clean
 
 venv: $(VENV)/.installed
 
@@ -35,6 +35,9 @@ bench: venv
 
 bench-ipfs: venv ipfs
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python bench/ipfs.py
+
+bench-sharing: venv ipfs
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python bench/sharing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
