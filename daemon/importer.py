@@ -25,7 +25,7 @@ from .errors import BadRequest, BlockNotFound, Forbidden, IntegrityError, Invali
 from .manifest import SignatureError, decode_manifest, open_metadata
 from .reader import chunk_cids, plaintext
 from .sharing import parse_share
-from .views import did_param, record_view
+from .views import did_param, record_view, role_of, row_from_metadata
 
 _CAR_BATCH = 32
 
@@ -75,13 +75,8 @@ class ImportMixin:
             raise BadRequest("this node already holds a newer version of the record", "stale_share")
         await self.blocks.protect([manifest.cid, grant.envelope])
         now = timeutil.now()
-        row = {"id": record_id, "version": version, "cid": str(manifest.cid), "patient": body.get("patient"),
-               "type": body.get("type"), "content_type": body["content_type"], "title": body.get("title"),
-               "text": body.get("text"), "subject": body.get("subject"), "date": body.get("date"),
-               "tags": body.get("tags") or [], "size": body["size"],
-               "created": existing["created"] if existing else body["created"], "updated": body["created"],
-               "author": body["author"]}
-        role = "patient" if caller.did == body.get("patient") else "author" if caller.did == body["author"] else "grant"
+        row = row_from_metadata(body, str(manifest.cid), existing["created"] if existing else None)
+        role = role_of(caller.did, body)
         envelope = {"cid": str(grant.envelope), "record_id": record_id, "version": version,
                     "recipient": caller.did, "granter": grant.granter, "role": role, "granted": grant.granted,
                     "expires": grant.expires}

@@ -28,6 +28,7 @@ from .envelope import NotForUs, open_envelope, open_receipt
 from .fsutil import atomic_write
 from .manifest import SignatureError, decode_manifest, open_metadata
 from .node import OWNER_TOKEN_FILE, close_vault, open_vault
+from .views import role_of, row_from_metadata
 
 log = logging.getLogger("medvault.reindex")
 
@@ -75,8 +76,7 @@ async def reindex(config: Config) -> dict:
                 opened.setdefault(body["record"], []).append((body, str(grant.manifest), {
                     "cid": str(root), "record_id": body["record"], "version": body["version"],
                     "recipient": principal.did, "granter": grant.granter,
-                    "role": "patient" if principal.did == body.get("patient") else
-                            "author" if principal.did == body["author"] else "grant",
+                    "role": role_of(principal.did, body),
                     "granted": grant.granted, "expires": grant.expires}))
         manifests = {m: body for versions in opened.values() for body, m, _ in versions}
         outgoing = []
@@ -103,11 +103,7 @@ async def reindex(config: Config) -> dict:
                 first = True
                 for version in sorted(by_version):
                     body, manifest, envelopes = by_version[version]
-                    row = {"id": record_id, "version": version, "cid": manifest, "patient": body.get("patient"),
-                           "type": body.get("type"), "content_type": body["content_type"],
-                           "title": body.get("title"), "text": body.get("text"), "subject": body.get("subject"),
-                           "date": body.get("date"), "tags": body.get("tags") or [], "size": body["size"],
-                           "created": body["created"], "updated": body["created"], "author": body["author"]}
+                    row = row_from_metadata(body, manifest)
                     records.save_version(conn, row, [], [tuple(c) for c in body.get("codes") or []], new=first)
                     first = False
                     records.add_envelopes(conn, envelopes)

@@ -67,3 +67,19 @@ def did_param(text, field: str) -> str:
         return check_did(text)
     except (InvalidDid, TypeError):
         raise BadRequest(f"{field} must be an Ed25519 did:key", f"bad_{field}") from None
+
+
+def row_from_metadata(body: dict, manifest_cid: str, created: str | None = None) -> dict:
+    """The index row a verified manifest's metadata describes (imports, reindex)."""
+    return {"id": body["record"], "version": body["version"], "cid": manifest_cid, "patient": body.get("patient"),
+            "type": body.get("type"), "content_type": body["content_type"], "title": body.get("title"),
+            "text": body.get("text"), "subject": body.get("subject"), "date": body.get("date"),
+            "tags": body.get("tags") or [], "size": body["size"], "created": created or body["created"],
+            "updated": body["created"], "author": body["author"]}
+
+
+def role_of(principal: str, body: dict) -> str:
+    """How a principal comes to hold a record version's envelope."""
+    if principal == body.get("patient"):
+        return "patient"
+    return "author" if principal == body["author"] else "grant"
