@@ -2,7 +2,6 @@
 keys, index, backend and Vault together (the CLI and tests both use it)."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -89,7 +88,3 @@ async def close_vault(vault: Vault) -> None:
     await vault.pinner.close()
     await vault.blocks.close()  # (kubo+cluster share one RPC client; closing twice is harmless)
     await vault.db.close()
-
-
-def describe(config: Config) -> str:
-    return json.dumps({"backend": config.backend, "data_dir": config.data_dir})

@@ -20,12 +20,6 @@ def list_principals(conn: sqlite3.Connection) -> list[dict]:
         "SELECT did, name, created FROM principals WHERE role = 'principal' ORDER BY created, did")]
 
 
-def get_principal(conn: sqlite3.Connection, did: str) -> dict | None:
-    row = conn.execute("SELECT did, name, created FROM principals WHERE did = ? AND role = 'principal'",
-                       (did,)).fetchone()
-    return dict(row) if row else None
-
-
 def add_token(conn: sqlite3.Connection, token_id: str, token_hash: bytes, principal: str, scopes: list[str],
               created: str, expires: str | None) -> None:
     conn.execute(

@@ -106,8 +106,9 @@ class ClusterPinner(Pinner):
         await self.rest.recover(cid)
 
     async def health(self) -> dict:
-        peers = await self.rest.peers()
-        return {"status": "ok", "peers": len(peers)}
+        ident, peers = await self.rest.node_id(), await self.rest.peers()
+        reachable = [p for p in peers if not p.get("error")]
+        return {"status": "ok", "peer": ident.get("peername"), "peers": len(peers), "reachable": len(reachable)}
 
     async def close(self) -> None:
         await self.rest.close()

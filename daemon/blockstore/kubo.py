@@ -151,12 +151,13 @@ class KuboBlockStore(BlockStore):
 
     async def all_cids(self) -> AsyncIterator[tuple[Cid, float]]:
         """Kubo collects its own garbage (``ipfs repo gc``); medvault lists nothing."""
-        return
-        yield  # pragma: no cover
+        for item in ():
+            yield item
 
     async def health(self) -> dict:
-        version = await self.rpc.version()
-        return {"status": "ok", "version": version.get("Version")}
+        version, ident, repo = await self.rpc.version(), await self.rpc.node_id(), await self.rpc.repo_stat()
+        return {"status": "ok", "version": version.get("Version"), "peer_id": ident.get("ID"),
+                "repo_bytes": repo.get("RepoSize"), "repo_max_bytes": repo.get("StorageMax")}
 
     async def close(self) -> None:
         await self.rpc.close()
