@@ -109,7 +109,8 @@ async def get_content(request: web.Request) -> web.StreamResponse:
         # Headers are gone; cutting the connection is the only honest signal left.
         log.warning("read aborted mid-stream", extra={"status": status_of(error),
                                                                      "code": error.code})
-        request.transport.close() if request.transport else None
+        if request.transport is not None:
+            request.transport.close()
         return response
     await response.write_eof()
     return response

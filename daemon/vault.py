@@ -34,15 +34,14 @@ from .keystore import KeyStore
 from .manifest import SignatureError, build_link_tree, build_manifest, decode_manifest, open_metadata
 from .metrics import Metrics
 from .reader import chunk_cids, plaintext
-from .reconciler import Reconciler, classify
 from .importer import ImportMixin
-from .sharing import SharingMixin
+from .pin_admin import PinAdminMixin
+from .reconciler import Reconciler
 from .record_input import RecordInput, check_media_type
-from .views import check_record_id, decode_cursor, encode_cursor, future_time, new_record_id, record_view
+from .sharing import SharingMixin
+from .views import MAX_PAGE, check_record_id, decode_cursor, encode_cursor, future_time, new_record_id, record_view
 
 log = logging.getLogger("medvault.vault")
-MAX_PAGE = 1000
-PIN_STATUSES = ("queued", "pinning", "pinned", "degraded", "failed")
 
 
 def _seal_version(dek: bytes, stream_id: bytes, chunk_size: int, depth: int, links: list[Cid], body: dict,
@@ -69,7 +68,7 @@ class OpenRecord:
         return self._vault._stream(self._manifest, self._dek, self.size, start, end)
 
 
-class Vault(SharingMixin, ImportMixin):
+class Vault(SharingMixin, ImportMixin, PinAdminMixin):
     def __init__(self, config: Config, db: Database, keys: KeyStore, blocks: BlockStore, pinner: Pinner,
                  metrics: Metrics | None = None):
         self.config = config
@@ -446,83 +445,6 @@ class Vault(SharingMixin, ImportMixin):
 
     async def verify_audit(self) -> dict:
         return await self.db.read(audit.verify)
-
-    # ---- pins (operators: no content, no envelopes) ----------------------
-
-    @staticmethod
-    def _pin_view(row: dict) -> dict:
-        return {"cid": row["cid"], "kind": row["kind"], "status": row["status"], "replicas": row["replicas"],
-                "replication_min": row["rmin"], "replication_max": row["rmax"], "attempts": row["attempts"],
-                "error": row["error"], "updated": row["updated"]}
-
-    async def list_pins(self, status: str | None = None, after: str | None = None, limit: int = 100) -> dict:
-        if status is not None and status not in PIN_STATUSES:
-            raise BadRequest(f"status must be one of {', '.join(PIN_STATUSES)}", "bad_status")
-        if not 1 <= limit <= MAX_PAGE:
-            raise BadRequest(f"limit must be between 1 and {MAX_PAGE}", "bad_limit")
-        rows = await self.db.read(pins.listing, status, after, limit)
-        return {"items": [self._pin_view(r) for r in rows], "next": rows[-1]["cid"] if len(rows) == limit else None}
-
-    async def _pin_row(self, cid_text: str) -> tuple[Cid, dict]:
-        try:
-            cid = Cid.parse(cid_text)
-        except ValueError:
-            raise BadRequest("not a CIDv1 this node writes", "bad_cid") from None
-        row = await self.db.read(pins.get, str(cid))
-        if row is None or not row["desired"]:
-            raise NotFound("this node has no such pin", "pin_not_found")
-        return cid, row
-
-    async def pin_detail(self, cid_text: str) -> dict:
-        """Desired state from the index beside what the backend reports now, per peer."""
-        cid, row = await self._pin_row(cid_text)
-        state = await self.pinner.status(cid)
-        actual = {"status": classify(state, min(row["rmin"], self.pinner.max_replicas)),
-                  "replicas": state.replicas, "peers": state.peers, "error": state.error}
-        return {**self._pin_view(row), "desired": {"pinned": True, "replication_min": row["rmin"],
-                                                   "replication_max": row["rmax"]}, "actual": actual}
-
-    async def recover_pin(self, caller: Caller, cid_text: str) -> dict:
-        cid, row = await self._pin_row(cid_text)
-        if row["status"] == "failed":
-            await self.pinner.recover(cid, row["rmin"], row["rmax"])
-        else:
-            await self.pinner.pin(cid, row["rmin"], row["rmax"])
-        now = timeutil.now()
-
-        def commit(conn: sqlite3.Connection) -> None:
-            pins.record_result(conn, str(cid), "pinning" if row["status"] != "pinned" else "pinned",
-                               row["replicas"] or 0, None, 0, 0, now)
-            audit.append(conn, now, caller.did, "pin_recover", None, "ok", {"cid": str(cid)})
-
-        await self.db.write(commit)
-        if self.reconciler is not None:
-            self.reconciler.kick()
-        return await self.pin_detail(str(cid))
-
-    async def wait_pinned(self, caller: Caller, record: dict, timeout: float = 120.0) -> dict:
-        """Waits until the record's manifest pin is confirmed (``wait=pinned``)."""
-        deadline = time.monotonic() + timeout
-        while record["pin"]["status"] != "pinned" and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            row = await self.db.read(records.readable, record["id"], caller.did, timeutil.now())
-            if row is None:
-                break
-            record = record_view(row)
-        return record
-
-    async def refresh_gauges(self) -> None:
-        def read(conn: sqlite3.Connection):
-            return (pins.counts(conn), conn.execute("SELECT COUNT(*) FROM records").fetchone()[0],
-                    conn.execute("SELECT COUNT(*) FROM pins WHERE desired = 1 AND status = 'degraded'")
-                    .fetchone()[0])
-
-        counts, total, degraded = await self.db.read(read)
-        self.metrics.pins.clear()
-        for status, n in counts.items():
-            self.metrics.pins.labels(status).set(n)
-        self.metrics.records.set(total)
-        self.metrics.under_replicated.set(degraded)
 
     async def health(self) -> dict:
         checks: dict = {}

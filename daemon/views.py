@@ -13,6 +13,7 @@ from .errors import BadRequest
 from .identity import InvalidDid, check_did
 
 _RECORD_ID = re.compile(r"^[a-z2-7]{26}$")
+MAX_PAGE = 1000  # the most items one list response carries (API.md: limit ≤ 1000)
 
 
 def new_record_id() -> str:
