@@ -15,7 +15,7 @@ from .auth import Caller
 from .cid import Cid
 from .errors import BadRequest, NotFound
 from .reconciler import classify
-from .views import MAX_PAGE, record_view
+from .views import page_limit, record_view
 
 PIN_STATUSES = ("queued", "pinning", "pinned", "degraded", "failed")
 
@@ -30,8 +30,7 @@ class PinAdminMixin:
     async def list_pins(self, status: str | None = None, after: str | None = None, limit: int = 100) -> dict:
         if status is not None and status not in PIN_STATUSES:
             raise BadRequest(f"status must be one of {', '.join(PIN_STATUSES)}", "bad_status")
-        if not 1 <= limit <= MAX_PAGE:
-            raise BadRequest(f"limit must be between 1 and {MAX_PAGE}", "bad_limit")
+        page_limit(limit)
         rows = await self.db.read(pins.listing, status, after, limit)
         return {"items": [self._pin_view(r) for r in rows], "next": rows[-1]["cid"] if len(rows) == limit else None}
 

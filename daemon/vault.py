@@ -39,7 +39,7 @@ from .pin_admin import PinAdminMixin
 from .reconciler import Reconciler
 from .record_input import RecordInput, check_media_type
 from .sharing import SharingMixin
-from .views import MAX_PAGE, check_record_id, decode_cursor, encode_cursor, future_time, new_record_id, record_view
+from .views import page_limit, check_record_id, decode_cursor, encode_cursor, future_time, new_record_id, record_view
 
 log = logging.getLogger("medvault.vault")
 
@@ -304,8 +304,7 @@ class Vault(SharingMixin, ImportMixin, PinAdminMixin):
                     timeutil.check_clinical_date(value)
                 except ValueError:
                     raise BadRequest(f"{name} must be an ISO 8601 date or date-time", f"bad_{name}") from None
-        if not 1 <= limit <= MAX_PAGE:
-            raise BadRequest(f"limit must be between 1 and {MAX_PAGE}", "bad_limit")
+        page_limit(limit)
         before = decode_cursor(cursor) if cursor else None
         rows, next_seq = await self.db.read(
             records.search, caller.did, timeutil.now(), patient=patient, type=type, tags=tags, code=code,
@@ -435,8 +434,7 @@ class Vault(SharingMixin, ImportMixin, PinAdminMixin):
                 since = timeutil.parse_time(since)
             except ValueError:
                 raise BadRequest("since must be an RFC 3339 time", "bad_since") from None
-        if not 1 <= limit <= MAX_PAGE:
-            raise BadRequest(f"limit must be between 1 and {MAX_PAGE}", "bad_limit")
+        page_limit(limit)
         readable_by = None if caller.has("operator") else caller.did
         items = await self.db.read(lambda conn: audit.entries(
             conn, record=record, principal=principal, since=since, readable_by=readable_by, after_seq=after,

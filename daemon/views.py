@@ -84,3 +84,9 @@ def role_of(principal: str, body: dict) -> str:
     if principal == body.get("patient"):
         return "patient"
     return "author" if principal == body["author"] else "grant"
+
+
+def page_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadRequest(f"limit must be between 1 and {MAX_PAGE}", "bad_limit")
+    return limit
