@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -36,10 +37,24 @@ def binary(name: str) -> str:
     return path
 
 
+_taken: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range (32768+), so a
+    port we hand to a daemon is not taken meanwhile by some other process's
+    port-0 listener (Kubo's gateway, test servers): that race broke CI once."""
+    while True:
+        port = random.randrange(20000, 32000)
+        if port in _taken:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken.add(port)
+        return port
 
 
 def http_post(url: str, timeout: float = 5.0) -> dict:
@@ -174,10 +189,7 @@ class ClusterPeer(Process):
             "CLUSTER_PEERNAME": name,
             "CLUSTER_LISTENMULTIADDRESS": f"/ip4/127.0.0.1/tcp/{self.cluster_port}",
             "CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS": f"/ip4/127.0.0.1/tcp/{self.api_port}",
-            "CLUSTER_IPFSPROXY_LISTENMULTIADDRESS": f"/ip4/127.0.0.1/tcp/{free_port()}",
-            "CLUSTER_PINSVCAPI_HTTPLISTENMULTIADDRESS": f"/ip4/127.0.0.1/tcp/{free_port()}",
             "CLUSTER_IPFSHTTP_NODEMULTIADDRESS": kubo.api_multiaddr,
-            "CLUSTER_IPFSPROXY_NODEMULTIADDRESS": kubo.api_multiaddr,
             "CLUSTER_MDNSINTERVAL": "0s",
             "CLUSTER_MONITORPINGINTERVAL": "1s",
             "CLUSTER_PUBSUBMON_CHECKINTERVAL": "1s",
@@ -189,6 +201,13 @@ class ClusterPeer(Process):
         }
         subprocess.run([binary("ipfs-cluster-service"), "init", "--consensus", "crdt"],
                        env={**os.environ, **self.env}, check=True, capture_output=True, timeout=60)
+        service = os.path.join(self.path, "service.json")
+        with open(service) as handle:
+            config = json.load(handle)
+        for unused in ("ipfsproxy", "pinsvcapi"):  # medvault talks to the REST API only
+            config["api"].pop(unused, None)
+        with open(service, "w") as handle:
+            json.dump(config, handle, indent=2)
         with open(os.path.join(self.path, "identity.json")) as handle:
             self.peer_id = json.load(handle)["id"]
         self.api_url = f"http://127.0.0.1:{self.api_port}"
