@@ -27,13 +27,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, ".tools", "bin")
 
 
+def missing(message: str) -> None:
+    """A tool the test needs is not installed: skip on a developer's machine,
+    fail under CI=true (CI installs everything, so absence there is a bug)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def binary(name: str) -> str:
     path = shutil.which(name, path=TOOLS + os.pathsep + os.environ.get("PATH", ""))
     if path is None:
-        message = f"{name} is not built: run `make ipfs`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{name} is not built: run `make ipfs`")
     return path
 
 
