@@ -35,8 +35,15 @@ def _observe_middleware(vault):
     return middleware
 
 
+async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer (streamed ones too: this runs as headers go out) is served
+    as exactly the type it says it is."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
 def make_app(vault) -> web.Application:
     app = web.Application(middlewares=[_observe_middleware(vault), error_middleware, auth_middleware(vault)])
+    app.on_response_prepare.append(_nosniff)
     app[VAULT] = vault
     for module in (routes_system, routes_records, routes_sharing, routes_admin, routes_audit, routes_pins):
         app.add_routes(module.routes)

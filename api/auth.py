@@ -8,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from daemon.auth import Caller, authenticate
-from daemon.errors import Forbidden
+from daemon.errors import Forbidden, Unauthorized
 
 from .keys import CALLER
 
@@ -38,8 +38,13 @@ def auth_middleware(vault):
             raise Forbidden("this route declares no scope", "no_scope")
         if scopes is None:
             return await handler(request)
-        caller = await authenticate(vault.db, request.headers.get("Authorization"))
+        try:
+            caller = await authenticate(vault.db, request.headers.get("Authorization"))
+        except Unauthorized as exc:
+            await vault.admin.auth_failed(exc.code, None)
+            raise
         if not scopes & caller.scopes:
+            await vault.admin.auth_failed("missing_scope", caller.did)
             raise Forbidden(f"this token lacks the {' or '.join(sorted(scopes))} scope", "missing_scope")
         request[CALLER] = caller
         return await handler(request)

@@ -14,21 +14,21 @@ routes = web.RouteTableDef()
 @scope("admin")
 async def add_principal(request: web.Request) -> web.Response:
     body = await json_object(request)
-    created = await request.app[VAULT].add_principal(caller_of(request), body.get("name"))
+    created = await request.app[VAULT].admin.add_principal(caller_of(request), body.get("name"))
     return web.json_response(created, status=201)
 
 
 @routes.get("/v1/principals")
 @scope("admin")
 async def list_principals(request: web.Request) -> web.Response:
-    return web.json_response({"items": await request.app[VAULT].list_principals()})
+    return web.json_response({"items": await request.app[VAULT].admin.list_principals()})
 
 
 @routes.post("/v1/tokens")
 @scope("admin")
 async def create_token(request: web.Request) -> web.Response:
     body = await json_object(request)
-    token = await request.app[VAULT].create_token(caller_of(request), body.get("principal"),
+    token = await request.app[VAULT].admin.create_token(caller_of(request), body.get("principal"),
                                                     body.get("scopes"), body.get("expires"))
     return web.json_response(token, status=201, headers={"Cache-Control": "no-store"})
 
@@ -36,5 +36,5 @@ async def create_token(request: web.Request) -> web.Response:
 @routes.delete("/v1/tokens/{token_id}")
 @scope("admin")
 async def revoke_token(request: web.Request) -> web.Response:
-    await request.app[VAULT].revoke_token(caller_of(request), request.match_info["token_id"])
+    await request.app[VAULT].admin.revoke_token(caller_of(request), request.match_info["token_id"])
     return web.Response(status=204)

@@ -20,7 +20,7 @@ async def list_audit(request: web.Request) -> web.Response:
     fmt = q.get("format")
     if fmt not in (None, "json", "fhir"):
         raise BadRequest("format may be json or fhir", "bad_format")
-    result = await request.app[VAULT].audit_entries(
+    result = await request.app[VAULT].admin.audit_entries(
         caller_of(request), record=q.get("record"), principal=q.get("principal"), since=q.get("since"),
         after=int_param(request, "after", 0), limit=int_param(request, "limit", 100))
     if fmt == "fhir":
@@ -31,4 +31,4 @@ async def list_audit(request: web.Request) -> web.Response:
 @routes.get("/v1/audit/verify")
 @scope("operator")
 async def verify_audit(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[VAULT].verify_audit())
+    return web.json_response(await request.app[VAULT].admin.verify_audit())

@@ -14,17 +14,17 @@ routes = web.RouteTableDef()
 @scope("operator")
 async def list_pins(request: web.Request) -> web.Response:
     q = request.query
-    return web.json_response(await request.app[VAULT].list_pins(q.get("status"), q.get("after"),
+    return web.json_response(await request.app[VAULT].pins.list_pins(q.get("status"), q.get("after"),
                                                                 int_param(request, "limit", 100)))
 
 
 @routes.get("/v1/pins/{cid}")
 @scope("operator")
 async def pin_detail(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[VAULT].pin_detail(request.match_info["cid"]))
+    return web.json_response(await request.app[VAULT].pins.pin_detail(request.match_info["cid"]))
 
 
 @routes.post("/v1/pins/{cid}/recover")
 @scope("operator")
 async def recover_pin(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[VAULT].recover_pin(caller_of(request), request.match_info["cid"]))
+    return web.json_response(await request.app[VAULT].pins.recover_pin(caller_of(request), request.match_info["cid"]))

@@ -38,11 +38,11 @@ def _wait_param(request: web.Request) -> bool:
 async def create_record(request: web.Request) -> web.Response:
     wait = _wait_param(request)
     vault = request.app[VAULT]
-    record = await vault.create(caller_of(request), request.content.iter_chunked(_BODY_PIECE),
+    record = await vault.records.create(caller_of(request), request.content.iter_chunked(_BODY_PIECE),
                                 request.headers.get("Content-Type"), _record_input(request),
                                 request.content_length)
     if wait:
-        record = await vault.wait_pinned(caller_of(request), record)
+        record = await vault.pins.wait_pinned(caller_of(request), record)
     return web.json_response(record, status=201, headers={"Location": f"/v1/records/{record['id']}"})
 
 
@@ -50,7 +50,7 @@ async def create_record(request: web.Request) -> web.Response:
 @scope("read")
 async def search_records(request: web.Request) -> web.Response:
     q = request.query
-    result = await request.app[VAULT].search(
+    result = await request.app[VAULT].records.search(
         caller_of(request), patient=q.get("patient"), type=q.get("type"), tags=q.getall("tag", []),
         code=q.get("code"), since=q.get("since"), until=q.get("until"), q=q.get("q"),
         limit=int_param(request, "limit", 100), cursor=q.get("cursor"))
@@ -60,7 +60,22 @@ async def search_records(request: web.Request) -> web.Response:
 @routes.get("/v1/records/{id}")
 @scope("read")
 async def get_record(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[VAULT].get(caller_of(request), request.match_info["id"]))
+    return web.json_response(await request.app[VAULT].records.get(caller_of(request), request.match_info["id"]))
+
+
+# Media types a browser shows without running anything from the record;
+# everything else is served as a download, in a sandbox.
+SAFE_INLINE = frozenset({"text/plain", "application/json", "application/fhir+json", "application/octet-stream",
+                         "image/png", "image/jpeg", "image/gif", "image/webp", "application/dicom"})
+
+
+def content_headers(content_type: str) -> dict:
+    """Headers that keep a record's bytes from being run as a page in the
+    API's origin (a stored HTML or SVG file would otherwise be script)."""
+    headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox; default-src 'none'"}
+    if content_type.split(";", 1)[0].strip().lower() not in SAFE_INLINE:
+        headers["Content-Disposition"] = "attachment"
+    return headers
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -86,7 +101,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 @routes.get("/v1/records/{id}/content")
 @scope("read")
 async def get_content(request: web.Request) -> web.StreamResponse:
-    opened = await request.app[VAULT].open(caller_of(request), request.match_info["id"])
+    opened = await request.app[VAULT].records.open(caller_of(request), request.match_info["id"])
     try:
         span = parse_range(request.headers.get("Range"), opened.size)
     except ValueError:
@@ -98,6 +113,7 @@ async def get_content(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(status=206 if span else 200, headers={
         "Content-Type": opened.content_type, "Content-Length": str(end - start + 1),
         "Accept-Ranges": "bytes", "ETag": f'"{opened.row["cid"]}"', "Cache-Control": "no-store",
+        **content_headers(opened.content_type),
         **({"Content-Range": f"bytes {start}-{end}/{opened.size}"} if span else {}),
     })
     await response.prepare(request)
@@ -119,7 +135,7 @@ async def get_content(request: web.Request) -> web.StreamResponse:
 @routes.put("/v1/records/{id}")
 @scope("write")
 async def update_record(request: web.Request) -> web.Response:
-    record = await request.app[VAULT].update(
+    record = await request.app[VAULT].records.update(
         caller_of(request), request.match_info["id"], request.content.iter_chunked(_BODY_PIECE),
         request.headers.get("Content-Type"), _record_input(request), request.content_length)
     return web.json_response(record)
@@ -128,12 +144,12 @@ async def update_record(request: web.Request) -> web.Response:
 @routes.delete("/v1/records/{id}")
 @scope("write")
 async def erase_record(request: web.Request) -> web.Response:
-    await request.app[VAULT].erase(caller_of(request), request.match_info["id"])
+    await request.app[VAULT].records.erase(caller_of(request), request.match_info["id"])
     return web.Response(status=204)
 
 
 @routes.get("/v1/records/{id}/versions")
 @scope("read")
 async def list_versions(request: web.Request) -> web.Response:
-    items = await request.app[VAULT].versions(caller_of(request), request.match_info["id"])
+    items = await request.app[VAULT].records.versions(caller_of(request), request.match_info["id"])
     return web.json_response({"items": items})

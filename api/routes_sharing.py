@@ -18,7 +18,7 @@ CAR_TYPE = "application/vnd.ipld.car"
 @scope("share")
 async def grant(request: web.Request) -> web.Response:
     body = await json_object(request)
-    result = await request.app[VAULT].grant(caller_of(request), request.match_info["id"], body.get("recipient"),
+    result = await request.app[VAULT].sharing.grant(caller_of(request), request.match_info["id"], body.get("recipient"),
                                             body.get("expires"))
     return web.json_response(result, status=201)
 
@@ -26,7 +26,7 @@ async def grant(request: web.Request) -> web.Response:
 @routes.get("/v1/records/{id}/grants")
 @scope("share")
 async def list_grants(request: web.Request) -> web.Response:
-    items = await request.app[VAULT].grants(caller_of(request), request.match_info["id"])
+    items = await request.app[VAULT].sharing.grants(caller_of(request), request.match_info["id"])
     return web.json_response({"items": items})
 
 
@@ -36,7 +36,7 @@ async def revoke(request: web.Request) -> web.Response:
     rotate = request.query.get("rotate", "true")
     if rotate not in ("true", "false"):
         raise BadRequest("rotate must be true or false", "bad_rotate")
-    result = await request.app[VAULT].revoke(caller_of(request), request.match_info["id"],
+    result = await request.app[VAULT].sharing.revoke(caller_of(request), request.match_info["id"],
                                              request.match_info["did"], rotate == "true")
     return web.json_response(result)
 
@@ -45,7 +45,7 @@ async def revoke(request: web.Request) -> web.Response:
 @scope("share")
 async def grant_many(request: web.Request) -> web.Response:
     body = await json_object(request, max_bytes=256 * 1024)
-    result = await request.app[VAULT].grant_many(caller_of(request), body.get("records"), body.get("recipient"),
+    result = await request.app[VAULT].sharing.grant_many(caller_of(request), body.get("records"), body.get("recipient"),
                                                  body.get("expires"))
     return web.json_response(result, status=201)
 
@@ -54,7 +54,7 @@ async def grant_many(request: web.Request) -> web.Response:
 @scope("emergency")
 async def emergency(request: web.Request) -> web.Response:
     body = await json_object(request)
-    result = await request.app[VAULT].emergency_open(caller_of(request), request.match_info["id"],
+    result = await request.app[VAULT].sharing.emergency_open(caller_of(request), request.match_info["id"],
                                                      body.get("reason"))
     return web.json_response(result, status=201)
 
@@ -63,14 +63,14 @@ async def emergency(request: web.Request) -> web.Response:
 @scope("write")
 async def import_share(request: web.Request) -> web.Response:
     body = await json_object(request)
-    record = await request.app[VAULT].import_share(caller_of(request), body.get("share"))
+    record = await request.app[VAULT].imports.import_share(caller_of(request), body.get("share"))
     return web.json_response(record, status=201)
 
 
 @routes.get("/v1/exports")
 @scope("read")
 async def export_car(request: web.Request) -> web.StreamResponse:
-    count, stream = await request.app[VAULT].export_car(caller_of(request), request.query.get("patient"))
+    count, stream = await request.app[VAULT].imports.export_car(caller_of(request), request.query.get("patient"))
     response = web.StreamResponse(headers={"Content-Type": CAR_TYPE, "Cache-Control": "no-store",
                                            "X-Medvault-Records": str(count)})
     await response.prepare(request)
@@ -85,5 +85,5 @@ async def export_car(request: web.Request) -> web.StreamResponse:
 async def import_car(request: web.Request) -> web.Response:
     if request.content_type not in (CAR_TYPE, "application/octet-stream"):
         raise UnsupportedMediaType(f"send the archive as {CAR_TYPE}")
-    result = await request.app[VAULT].import_car(caller_of(request), request.content.iter_chunked(256 * 1024))
+    result = await request.app[VAULT].imports.import_car(caller_of(request), request.content.iter_chunked(256 * 1024))
     return web.json_response(result, status=201)

@@ -133,7 +133,7 @@ async def _local_command(args) -> int:
     vault = await open_vault(config)
     try:
         grace = config.gc_grace_seconds if args.grace is None else args.grace
-        print_json(await vault.collect_garbage(grace, force=args.force))
+        print_json(await vault.garbage.collect(grace, force=args.force))
     finally:
         await close_vault(vault)
     return 0

@@ -10,6 +10,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from .crypto import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from .manifest import MAX_LINKS
 from .fsutil import atomic_write
 
 CONFIG_FILE = "config.json"
@@ -26,6 +27,8 @@ class Config:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     max_record_bytes: int = 4 * 1024 ** 3
     max_fhir_bytes: int = 16 * 1024 ** 2
+    max_car_bytes: int = 4 * 1024 ** 3  # a CAR import above this is 413 (it is spooled to disk while verified)
+    link_fanout: int = MAX_LINKS  # links per manifest/link block; smaller only to test deep trees
     ingest_concurrency: int = 4
     read_prefetch: int = 4
     replication_min: int = 2
@@ -61,6 +64,8 @@ class Config:
             raise ValueError("the cluster backend needs --ipfs-api and --cluster-api")
         if not 1024 <= self.chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be between 1024 and {MAX_CHUNK_SIZE}")
+        if not 2 <= self.link_fanout <= MAX_LINKS:
+            raise ValueError(f"link_fanout must be between 2 and {MAX_LINKS}")
         if self.grant_policy not in ("patient_or_author", "patient"):
             raise ValueError("grant_policy must be patient_or_author or patient")
         if not 1 <= self.replication_min <= self.replication_max:

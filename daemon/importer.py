@@ -1,46 +1,85 @@
 """Bringing records in from elsewhere: share tokens (through this node's own
 IPFS, from the granting node over the swarm) and CAR archives (no network at
-all), and writing a patient's records out as a CAR. A mixin of the Vault.
+all), and writing a patient's records out as a CAR (a Vault component).
 
-An import checks everything before it writes anything: the envelope must
-point at the manifest the token names, open with the caller's key, carry a
-valid signature from the record's author or patient, and not be expired; the
-manifest must open and verify under the author's signature; every chunk must
-fetch, hash and authenticate. Only then are the blocks pinned and the record
-indexed, in one commit. A refused import leaves no row and no pin.
+Everything from outside is hostile until verified, and nothing is stored
+before all of it is: the envelope must open with the caller's key and carry
+a valid signature from the record's author or patient, and not be expired;
+the manifest must decode strictly, open and verify under its author's
+signature; every link block and chunk must be present, match its CID and
+authenticate. Then the access policy decides whether the version may enter
+this node (a new record, or the exact continuation of the one we hold by one
+of its writers); only then are blocks stored, pinned and indexed, under the
+record's lock and in one commit. A refused import leaves no block, pin or
+row behind, only an audit entry.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from indexer import audit, pins, records
 
 from . import car, crypto, timeutil
+from .access import AccessPolicy, Action, Incoming, RecordFacts, allowed, facts_in
 from .auth import Caller
 from .blocks import Block, FormatError
 from .cid import Cid
-from .envelope import NotForUs, envelope_manifest, open_envelope
-from .errors import BadRequest, BlockNotFound, Forbidden, IntegrityError, InvalidRecord, NotFound
-from .manifest import SignatureError, decode_manifest, open_metadata
-from .reader import chunk_cids, plaintext
+from .envelope import Grant, NotForUs, envelope_manifest, open_envelope
+from .errors import (BadRequest, BlockNotFound, Forbidden, IntegrityError, InvalidRecord, NotFound,
+                     VaultError)
+from .manifest import Manifest, SignatureError, decode_manifest, open_metadata
+from .reader import plaintext, walk
 from .sharing import parse_share
-from .views import did_param, record_view, role_of, row_from_metadata
+from .spool import CarSpool, FetchTracker
+from .views import did_param, record_view, row_from_metadata
 
-_CAR_BATCH = 32
+_STORE_BATCH = 32
 
 
-class ImportMixin:
-    async def _fetch(self, cid: Cid, what: str) -> bytes:
-        try:
-            return await self.blocks.get(cid)
-        except BlockNotFound:
-            raise NotFound(f"the {what} could not be fetched from IPFS", "share_not_found") from None
+@dataclass
+class Verified:
+    """An envelope addressed to the caller whose whole record version checked out."""
 
-    async def _import_envelope(self, caller: Caller, envelope_cid: Cid, expected_manifest: Cid | None = None,
-                               source: str = "share") -> dict:
-        principal = self._key_of(caller.did)
-        data = await self._fetch(envelope_cid, "envelope")
+    grant: Grant
+    manifest: Manifest
+    body: dict
+    cids: list[Cid]  # every block the version needs: envelope, manifest, link blocks, chunks
+
+    @property
+    def incoming(self) -> Incoming:
+        b = self.body
+        return Incoming(str(self.manifest.cid), b["record"], b["version"], b["prev"], b.get("patient"), b["author"])
+
+
+def _bad_metadata(exc: FormatError) -> InvalidRecord:
+    path = getattr(exc, "path", None)
+    if path:
+        return InvalidRecord(f"the record's signed metadata is invalid at {path}", "bad_metadata")
+    return InvalidRecord("the record's manifest fails to decode, open or verify", "bad_manifest")
+
+
+class Imports:
+    def __init__(self, services, access: AccessPolicy):
+        self._s = services
+        self._access = access
+
+    # ---- verification (nothing stored) ----------------------------------
+
+    async def _verify(self, caller: Caller, source, envelope_cid: Cid, missing: Callable[[], VaultError],
+                      expected_manifest: Cid | None = None) -> Verified:
+        """Checks one envelope and everything it reaches, reading from ``source``."""
+        principal = self._s.key_of(caller.did)
+
+        async def get(cid: Cid) -> bytes:
+            try:
+                return await source.get(cid)
+            except BlockNotFound:
+                raise missing() from None
+
+        data = await get(envelope_cid)
         try:
             manifest_cid, _ = envelope_manifest(envelope_cid, data)
         except FormatError:
@@ -53,124 +92,191 @@ class ImportMixin:
             raise Forbidden("this share is not addressed to you", "not_recipient") from None
         except (SignatureError, FormatError):
             raise InvalidRecord("the envelope's signature or contents are invalid", "bad_envelope") from None
-        now = timeutil.now()
-        if grant.expires is not None and grant.expires <= now:
+        if grant.expires is not None and grant.expires <= timeutil.now():
             raise Forbidden("this grant has expired", "grant_expired")
         try:
-            manifest = decode_manifest(manifest_cid, await self._fetch(manifest_cid, "manifest"))
+            manifest = decode_manifest(manifest_cid, await get(manifest_cid))
             body = open_metadata(manifest, grant.dek)
-        except (FormatError, SignatureError, crypto.DecryptError):
+        except FormatError as exc:
+            raise _bad_metadata(exc) from None
+        except (SignatureError, crypto.DecryptError):
             raise InvalidRecord("the record's manifest fails to open or verify", "bad_manifest") from None
-        if grant.granter not in (body.get("author"), body.get("patient")):
+        if grant.granter not in (body["author"], body.get("patient")):
             raise Forbidden("the grant was not made by the record's author or patient", "untrusted_granter")
-        async for _ in plaintext(manifest, grant.dek, body["size"], self.blocks, self.cpu,
-                                 prefetch=self.config.read_prefetch):
-            pass  # every chunk fetched, hashed and authenticated; nothing kept
-        return await self._index_import(caller, grant, manifest, body, source)
+        try:
+            link_blocks, chunks = await walk(manifest, _Getter(get))
+            async for _ in plaintext(manifest, grant.dek, body["size"], _Getter(get), self._s.cpu,
+                                     prefetch=self._s.config.read_prefetch):
+                pass  # every chunk fetched, hashed and authenticated; nothing kept
+        except FormatError:
+            raise InvalidRecord("the record's link blocks are malformed", "bad_manifest") from None
+        except IntegrityError:
+            raise InvalidRecord("the record's content fails to authenticate", "bad_content") from None
+        return Verified(grant, manifest, body, [envelope_cid, manifest_cid, *link_blocks, *chunks])
 
-    async def _index_import(self, caller: Caller, grant, manifest, body: dict, source: str) -> dict:
-        record_id, version = body["record"], body["version"]
-        existing = await self.db.read(records.find, record_id)
-        if existing is not None and existing["version"] > version:
-            raise BadRequest("this node already holds a newer version of the record", "stale_share")
-        await self.blocks.protect([manifest.cid, grant.envelope])
+    # ---- admission (decided, then stored, in one commit) -----------------
+
+    async def _admit(self, caller: Caller, items: list[Verified], via: str, spool: CarSpool | None = None) -> list:
+        s = self._s
+        ids = [v.body["record"] for v in items]
+        async with s.locks.hold(*ids):
+            now = timeutil.now()
+            decisions = await s.db.read(lambda conn: [
+                (v, facts_in(conn, v.body["record"], caller.did, now)) for v in items])
+            for verified, facts in decisions:
+                error = allowed(verified.body["author"], Action.IMPORT, facts, incoming=verified.incoming)
+                if error is not None:
+                    raise error
+            if spool is not None:
+                wanted = list(dict.fromkeys(c for v in items for c in v.cids))
+                for start in range(0, len(wanted), _STORE_BATCH):
+                    await s.blocks.put_many(await spool.blocks(wanted[start:start + _STORE_BATCH]))
+                await s.blocks.sync()
+            roots = list(dict.fromkeys(c for v in items for c in v.cids[:2]))  # envelopes and manifests
+            known = set(await s.db.read(lambda conn: [c for c in roots if pins.get(conn, str(c))]))
+            await s.blocks.protect(roots)
+
+            def commit(conn: sqlite3.Connection) -> list[str]:
+                for verified in items:
+                    self._index(conn, caller, verified, via)
+                return ids
+
+            try:
+                await s.db.write(commit)
+            except BaseException:
+                await s.blocks.release([c for c in roots if c not in known])  # nothing of ours pinned stays
+                raise
+        s.kick_reconciler()
+        rows = await s.db.read(lambda conn: [records.readable(conn, i, caller.did, now) for i in dict.fromkeys(ids)])
+        return [record_view(r) for r in rows if r is not None]
+
+    def _index(self, conn: sqlite3.Connection, caller: Caller, verified: Verified, via: str) -> None:
+        """Indexes one admitted version, deciding again inside the transaction."""
+        body, manifest_cid = verified.body, str(verified.manifest.cid)
         now = timeutil.now()
-        row = row_from_metadata(body, str(manifest.cid), existing["created"] if existing else None)
-        role = role_of(caller.did, body)
-        envelope = {"cid": str(grant.envelope), "record_id": record_id, "version": version,
-                    "recipient": caller.did, "granter": grant.granter, "role": role, "granted": grant.granted,
-                    "expires": grant.expires}
-        confirmed = self.pinner.pinned_on_protect
-        status, replicas = ("pinned", 1) if confirmed else ("queued", 0)
-        cfg = self.config
+        facts: RecordFacts | None = facts_in(conn, body["record"], caller.did, now)
+        error = allowed(body["author"], Action.IMPORT, facts, incoming=verified.incoming)
+        if error is not None:
+            raise error
+        codes = [tuple(c) for c in body.get("codes") or []]
+        if facts is None:
+            row = row_from_metadata(body, manifest_cid)
+            records.save_version(conn, row, [], codes, roles=[(body["author"], "creator"),
+                                                              (body.get("patient"), "patient")])
+            patient = body.get("patient")
+        elif body["version"] == facts.row["version"] + 1:
+            row = row_from_metadata(body, manifest_cid, facts.row["created"])
+            records.save_version(conn, row, [], codes, prev_cid=facts.row["cid"])
+            patient = facts.patient
+        else:
+            patient = facts.patient  # another envelope for the version we hold
+        roles = records.roles(conn, body["record"]).get(caller.did, set())
+        role = "patient" if caller.did == patient else "author" if roles & {"creator", "writer"} else "grant"
+        grant = verified.grant
+        records.add_envelopes(conn, [{"cid": str(grant.envelope), "record_id": body["record"],
+                                      "version": body["version"], "manifest": manifest_cid,
+                                      "recipient": caller.did, "granter": grant.granter, "role": role,
+                                      "granted": grant.granted, "expires": grant.expires}])
+        self._s.want_pins(conn, [(manifest_cid, "manifest"), (str(grant.envelope), "envelope")], body["record"],
+                          now)
+        audit.append(conn, now, caller.did, "import", body["record"], "ok",
+                     {"version": body["version"], "via": via, "granter": grant.granter})
 
-        def commit(conn: sqlite3.Connection) -> None:
-            if existing is None or existing["version"] < version:
-                records.save_version(conn, row, [], [tuple(c) for c in body.get("codes") or []],
-                                     new=existing is None)
-            records.add_envelopes(conn, [envelope])
-            for cid, kind in ((row["cid"], "manifest"), (envelope["cid"], "envelope")):
-                pins.want(conn, cid, record_id, kind, cfg.replication_min, cfg.replication_max, now, status, replicas)
-            audit.append(conn, now, caller.did, "import", record_id, "ok",
-                         {"version": version, "via": source, "granter": grant.granter})
+    async def _refused(self, caller: Caller, exc: VaultError, via: str) -> None:
+        await self._s.audit(caller.did, "import", None, "denied", {"code": exc.code, "via": via})
 
-        await self.db.write(commit)
-        if self.reconciler is not None and not confirmed:
-            self.reconciler.kick()
-        fresh = await self.db.read(records.readable, record_id, caller.did, now)
-        return record_view(fresh)
+    # ---- share tokens -----------------------------------------------------
 
     async def import_share(self, caller: Caller, share) -> dict:
         manifest_cid, envelope_cid = parse_share(share)
+        tracker = FetchTracker(self._s.blocks)
         try:
-            return await self._import_envelope(caller, envelope_cid, manifest_cid)
-        except (Forbidden, InvalidRecord, NotFound, IntegrityError) as exc:
-            await self._audit(caller.did, "import", None, "denied", {"code": exc.code})
+            verified = await self._verify(
+                caller, tracker, envelope_cid,
+                lambda: NotFound("a block of the share could not be fetched from IPFS", "share_not_found"),
+                manifest_cid)
+            return (await self._admit(caller, [verified], "share"))[0]
+        except VaultError as exc:
+            await tracker.discard()
+            await self._refused(caller, exc, "share")
             raise
 
     # ---- CAR ------------------------------------------------------------
 
+    async def import_car(self, caller: Caller, source: AsyncIterator[bytes]) -> dict:
+        """Imports every root envelope of a CAR addressed to the caller, all or
+        nothing: roots sealed to others are counted as skipped; any root
+        addressed to the caller that fails verification or authority refuses
+        the whole archive. Only blocks reachable from accepted roots are stored."""
+        spool = CarSpool(os.path.join(self._s.config.data_dir, "tmp"))
+        try:
+            try:
+                await spool.fill(source, self._s.config.max_car_bytes)
+            except FormatError as exc:
+                raise BadRequest(f"not a valid CAR file: {exc}", "bad_car") from None
+            verified, skipped = [], 0
+            for root in dict.fromkeys(spool.roots):
+                try:
+                    verified.append(await self._verify(
+                        caller, spool, root,
+                        lambda: InvalidRecord("the CAR file lacks a block its records need", "incomplete_car")))
+                except Forbidden as exc:
+                    if exc.code != "not_recipient":
+                        raise
+                    skipped += 1  # sealed to someone else
+            imported = await self._admit(caller, verified, "car", spool) if verified else []
+            return {"items": imported, "skipped": skipped}
+        except VaultError as exc:
+            await self._refused(caller, exc, "car")
+            raise
+        finally:
+            spool.close()
+
     async def export_car(self, caller: Caller, patient) -> tuple[int, AsyncIterator[bytes]]:
         """Every block of the patient's records the caller can read (current
-        versions, all their envelopes) as a CAR; roots are the envelopes."""
+        versions, all their live envelopes) as a CAR; roots are the envelopes."""
+        s = self._s
         patient = did_param(patient, "patient")
         rows, before = [], None
         while True:
-            page, before = await self.db.read(records.search, caller.did, timeutil.now(), patient=patient,
-                                              before_seq=before, limit=1000)
+            page, before = await s.db.read(records.search, caller.did, timeutil.now(),
+                                           emergency=caller.has("emergency"), patient=patient, before_seq=before,
+                                           limit=1000)
             rows.extend(page)
             if before is None:
                 break
         envelopes = []
         for row in rows:
-            envelopes.extend(e["cid"] for e in await self.db.read(records.live_grants, row["id"], row["version"],
-                                                                  timeutil.now()))
+            envelopes.extend(e["cid"] for e in await s.db.read(records.live_grants, row["cid"], timeutil.now()))
         now = timeutil.now()
 
         def commit(conn: sqlite3.Connection) -> None:
             for row in rows:
                 audit.append(conn, now, caller.did, "export", row["id"], "ok", {"version": row["version"]})
 
-        await self.db.write(commit)
+        await s.db.write(commit)
         roots = [Cid.parse(c) for c in envelopes]
+
+        async def frame(cid: Cid) -> bytes:
+            return car.frame(Block(cid, await s.blocks.get(cid)))
 
         async def stream() -> AsyncIterator[bytes]:
             yield car.header(roots)
             for cid in roots:
-                yield car.frame(Block(cid, await self.blocks.get(cid)))
+                yield await frame(cid)
             for row in rows:
                 manifest_cid = Cid.parse(row["cid"])
-                data = await self.blocks.get(manifest_cid)
+                data = await s.blocks.get(manifest_cid)
                 yield car.frame(Block(manifest_cid, data))
-                manifest = decode_manifest(manifest_cid, data)
-                level = list(manifest.links)
-                for _ in range(manifest.depth):  # link blocks, then (below) the chunks
-                    for link in level:
-                        yield car.frame(Block(link, await self.blocks.get(link)))
-                for chunk in await chunk_cids(manifest, self.blocks):
-                    yield car.frame(Block(chunk, await self.blocks.get(chunk)))
+                link_blocks, chunks = await walk(decode_manifest(manifest_cid, data), s.blocks)
+                for cid in [*link_blocks, *chunks]:  # each block once, top level first
+                    yield await frame(cid)
 
         return len(rows), stream()
 
-    async def import_car(self, caller: Caller, source: AsyncIterator[bytes]) -> dict:
-        """Stores every (verified) block of a CAR, then imports each root
-        envelope addressed to the caller; others are counted as skipped."""
-        try:
-            roots, blocks = await car.read(source)
-            batch: list[Block] = []
-            async for block in blocks:
-                batch.append(block)
-                if len(batch) >= _CAR_BATCH:
-                    await self.blocks.put_many(batch)
-                    batch = []
-            await self.blocks.put_many(batch)
-        except FormatError as exc:
-            raise BadRequest(f"not a valid CAR file: {exc}", "bad_car") from None
-        await self.blocks.sync()
-        imported, skipped = [], 0
-        for root in roots:
-            try:
-                imported.append(await self._import_envelope(caller, root, source="car"))
-            except (Forbidden, InvalidRecord, NotFound, BadRequest):
-                skipped += 1  # addressed to someone else, or not an importable record
-        return {"items": imported, "skipped": skipped}
+
+class _Getter:
+    """Adapts a ``get`` function to the ``store.get`` shape the reader expects."""
+
+    def __init__(self, get):
+        self.get = get

@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import threading
+from abc import ABC, abstractmethod
 
 import nacl.pwhash
 import nacl.utils
@@ -86,8 +87,31 @@ def load_master_key(data_dir: str, params: dict) -> bytes:
     return key
 
 
-class KeyStore:
-    """Principals' private keys, cached in memory after the first load."""
+class KeyStore(ABC):
+    """The key interface the engine depends on (DESIGN.md's ``KeyStore``):
+    the private keys of this node's principals and of the node itself, by
+    did and role. Keys never leave it except as ``Principal`` objects whose
+    repr hides them."""
+
+    @abstractmethod
+    def add(self, principal: Principal, role: str = "principal") -> None: ...
+
+    @abstractmethod
+    def get(self, did: str) -> Principal | None: ...
+
+    @abstractmethod
+    def principals(self, role: str = "principal") -> list[Principal]: ...
+
+
+def _aad(did: str, role: str) -> bytes:
+    return _DOMAIN + json.dumps([did, role]).encode()
+
+
+class FileKeyStore(KeyStore):
+    """One sealed file per key under ``<data>/keys``, cached in memory after
+    the first load. Every stored field is authenticated: the did and role are
+    the AEAD's associated data and are repeated inside the sealed part, so a
+    key file edited to claim another role (say, ``node``) fails to open."""
 
     def __init__(self, directory: str, master_key: bytes):
         self._dir = directory
@@ -103,23 +127,34 @@ class KeyStore:
     def _read(self, path: str) -> tuple[Principal, str]:
         with open(path, "rb") as handle:
             doc = json.loads(handle.read())
-        inner = json.loads(_open(self._key, _DOMAIN + doc["did"].encode(), doc["sealed"]))
+        if doc.get("v") == 1:  # before every field was authenticated: upgrade in place
+            inner = json.loads(_open(self._key, _DOMAIN + doc["did"].encode(), doc["sealed"]))
+            principal = Principal.from_seed(inner["name"], base64.b64decode(inner["seed"]))
+            if principal.did != doc["did"]:
+                raise KeyStoreError("key file does not match its did")
+            self._write(path, principal, doc["role"], replace=True)
+            return principal, doc["role"]
+        did, role = doc["did"], doc["role"]
+        inner = json.loads(_open(self._key, _aad(did, role), doc["sealed"]))
         principal = Principal.from_seed(inner["name"], base64.b64decode(inner["seed"]))
-        if principal.did != doc["did"]:
-            raise KeyStoreError("key file does not match its did")
-        return principal, doc["role"]
+        if principal.did != did or inner.get("did") != did or inner.get("role") != role:
+            raise KeyStoreError("key file does not match its did or role")
+        return principal, role
+
+    def _write(self, path: str, principal: Principal, role: str, replace: bool = False) -> None:
+        inner = json.dumps({"name": principal.name, "did": principal.did, "role": role,
+                            "seed": base64.b64encode(principal.seed).decode()}).encode()
+        doc = {"v": 2, "did": principal.did, "role": role, "sealed": _seal(self._key, _aad(principal.did, role), inner)}
+        atomic_write(path, json.dumps(doc).encode(), 0o600, exclusive=not replace)
 
     def add(self, principal: Principal, role: str = "principal") -> None:
-        inner = json.dumps({"name": principal.name, "seed": base64.b64encode(principal.seed).decode()}).encode()
-        doc = {"v": 1, "did": principal.did, "role": role,
-               "sealed": _seal(self._key, _DOMAIN + principal.did.encode(), inner)}
         path = os.path.join(self._dir, principal.did.rsplit(":", 1)[-1] + ".key")
         with self._lock:
-            atomic_write(path, json.dumps(doc).encode(), 0o600, exclusive=True)
+            self._write(path, principal, role)
             self._by_did[principal.did] = (principal, role)
 
     def get(self, did: str) -> Principal | None:
-        entry = self._by_did.get(did)
+        entry = self._by_did.get(did) if isinstance(did, str) else None
         return entry[0] if entry else None
 
     def principals(self, role: str = "principal") -> list[Principal]:

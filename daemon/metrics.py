@@ -24,6 +24,10 @@ class Metrics:
         self.under_replicated = Gauge("medvault_pins_under_replicated",
                                       "Pins held by fewer peers than replication-min", registry=r)
         self.records = Gauge("medvault_records", "Records in the index", registry=r)
+        self.auth_failures = Counter("medvault_auth_failures", "Refused authentications by reason",
+                                     ["reason"], registry=r)
+        self.background_crashes = Counter("medvault_background_crashes", "Background tasks that crashed",
+                                          ["task"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

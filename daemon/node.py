@@ -16,9 +16,18 @@ from .blockstore.local import LocalBlockStore, LocalPinner
 from .config import Config
 from .fsutil import atomic_write
 from .identity import Principal
-from .keystore import KeyStore, create_master_key, load_master_key
+from .keystore import FileKeyStore, create_master_key, load_master_key
+from .access import AccessPolicy
+from .admin import Admin
+from .garbage import GarbageCollector
+from .importer import Imports
 from .metrics import Metrics
+from .pin_admin import PinAdmin
+from .record_service import Records
+from .services import Services
+from .sharing import Sharing
 from .vault import Vault
+from .version_writer import VersionWriter
 
 log = logging.getLogger("medvault.node")
 OWNER_TOKEN_FILE = "owner.token"
@@ -40,7 +49,7 @@ async def init_data_dir(config: Config) -> dict:
     if os.listdir(data_dir):
         raise InitError(f"{data_dir} is not empty; refusing to overwrite")
     config.master_key = create_master_key(data_dir)
-    keys = KeyStore(config.keys_dir, load_master_key(data_dir, config.master_key))
+    keys = FileKeyStore(config.keys_dir, load_master_key(data_dir, config.master_key))
     node_key = Principal.generate("node")
     owner = Principal.generate("owner")
     keys.add(node_key, role="node")
@@ -75,12 +84,22 @@ def make_backend(config: Config, metrics: Metrics):
 
 
 async def open_vault(config: Config) -> Vault:
-    keys = KeyStore(config.keys_dir, load_master_key(config.data_dir, config.master_key))
+    keys = FileKeyStore(config.keys_dir, load_master_key(config.data_dir, config.master_key))
     db = Database(config.index_path)
     await db.start()
     metrics = Metrics()
     blocks, pinner = make_backend(config, metrics)
-    return Vault(config, db, keys, blocks, pinner, metrics)
+    return assemble(Services(config, db, keys, blocks, pinner, metrics))
+
+
+def assemble(services: Services) -> Vault:
+    """The components over shared services, wired in one place (the order
+    shows who depends on whom)."""
+    access = AccessPolicy(services)
+    writer = VersionWriter(services)
+    return Vault(services, access=access, records=Records(services, access, writer),
+                 sharing=Sharing(services, access, writer), imports=Imports(services, access),
+                 pins=PinAdmin(services), admin=Admin(services, access), garbage=GarbageCollector(services))
 
 
 async def close_vault(vault: Vault) -> None:

@@ -1,6 +1,6 @@
 """What operators see and do about pins: the desired state from the index
-beside what the backend reports, per peer, and recovery. A mixin of the
-Vault. Operators get CIDs and statuses only: no content, no envelopes, no
+beside what the backend reports, per peer, and recovery (a Vault
+component). Operators get CIDs and statuses only: no content, no envelopes, no
 identities."""
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ from .views import page_limit, record_view
 PIN_STATUSES = ("queued", "pinning", "pinned", "degraded", "failed")
 
 
-class PinAdminMixin:
+class PinAdmin:
+    def __init__(self, services):
+        self._s = services
+
     @staticmethod
     def _pin_view(row: dict) -> dict:
         return {"cid": row["cid"], "kind": row["kind"], "status": row["status"], "replicas": row["replicas"],
@@ -31,7 +34,7 @@ class PinAdminMixin:
         if status is not None and status not in PIN_STATUSES:
             raise BadRequest(f"status must be one of {', '.join(PIN_STATUSES)}", "bad_status")
         page_limit(limit)
-        rows = await self.db.read(pins.listing, status, after, limit)
+        rows = await self._s.db.read(pins.listing, status, after, limit)
         return {"items": [self._pin_view(r) for r in rows], "next": rows[-1]["cid"] if len(rows) == limit else None}
 
     async def _pin_row(self, cid_text: str) -> tuple[Cid, dict]:
@@ -39,7 +42,7 @@ class PinAdminMixin:
             cid = Cid.parse(cid_text)
         except ValueError:
             raise BadRequest("not a CIDv1 this node writes", "bad_cid") from None
-        row = await self.db.read(pins.get, str(cid))
+        row = await self._s.db.read(pins.get, str(cid))
         if row is None or not row["desired"]:
             raise NotFound("this node has no such pin", "pin_not_found")
         return cid, row
@@ -47,8 +50,8 @@ class PinAdminMixin:
     async def pin_detail(self, cid_text: str) -> dict:
         """Desired state from the index beside what the backend reports now, per peer."""
         cid, row = await self._pin_row(cid_text)
-        state = await self.pinner.status(cid)
-        actual = {"status": classify(state, min(row["rmin"], self.pinner.max_replicas)),
+        state = await self._s.pinner.status(cid)
+        actual = {"status": classify(state, min(row["rmin"], self._s.pinner.max_replicas)),
                   "replicas": state.replicas, "peers": state.peers, "error": state.error}
         return {**self._pin_view(row), "desired": {"pinned": True, "replication_min": row["rmin"],
                                                    "replication_max": row["rmax"]}, "actual": actual}
@@ -56,9 +59,9 @@ class PinAdminMixin:
     async def recover_pin(self, caller: Caller, cid_text: str) -> dict:
         cid, row = await self._pin_row(cid_text)
         if row["status"] == "failed":
-            await self.pinner.recover(cid, row["rmin"], row["rmax"])
+            await self._s.pinner.recover(cid, row["rmin"], row["rmax"])
         else:
-            await self.pinner.pin(cid, row["rmin"], row["rmax"])
+            await self._s.pinner.pin(cid, row["rmin"], row["rmax"])
         now = timeutil.now()
 
         def commit(conn: sqlite3.Connection) -> None:
@@ -66,9 +69,9 @@ class PinAdminMixin:
                                row["replicas"] or 0, None, 0, 0, now)
             audit.append(conn, now, caller.did, "pin_recover", None, "ok", {"cid": str(cid)})
 
-        await self.db.write(commit)
-        if self.reconciler is not None:
-            self.reconciler.kick()
+        await self._s.db.write(commit)
+        if self._s.reconciler is not None:
+            self._s.reconciler.kick()
         return await self.pin_detail(str(cid))
 
     async def wait_pinned(self, caller: Caller, record: dict, timeout: float = 120.0) -> dict:
@@ -76,7 +79,7 @@ class PinAdminMixin:
         deadline = time.monotonic() + timeout
         while record["pin"]["status"] != "pinned" and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-            row = await self.db.read(records.readable, record["id"], caller.did, timeutil.now())
+            row = await self._s.db.read(records.readable, record["id"], caller.did, timeutil.now())
             if row is None:
                 break
             record = record_view(row)
@@ -88,9 +91,9 @@ class PinAdminMixin:
                     conn.execute("SELECT COUNT(*) FROM pins WHERE desired = 1 AND status = 'degraded'")
                     .fetchone()[0])
 
-        counts, total, degraded = await self.db.read(read)
-        self.metrics.pins.clear()
+        counts, total, degraded = await self._s.db.read(read)
+        self._s.metrics.pins.clear()
         for status, n in counts.items():
-            self.metrics.pins.labels(status).set(n)
-        self.metrics.records.set(total)
-        self.metrics.under_replicated.set(degraded)
+            self._s.metrics.pins.labels(status).set(n)
+        self._s.metrics.records.set(total)
+        self._s.metrics.under_replicated.set(degraded)

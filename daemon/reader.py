@@ -19,15 +19,24 @@ from .errors import IntegrityError
 from .manifest import Manifest, decode_link_block
 
 
-async def chunk_cids(manifest: Manifest, store: BlockStore) -> list[Cid]:
-    """Resolves the manifest's link tree to the ordered chunk CIDs."""
+async def walk(manifest: Manifest, store) -> tuple[list[Cid], list[Cid]]:
+    """The manifest's link tree, level by level: (every link block, each
+    once, top level first; the ordered chunk CIDs). ``store`` is anything
+    with ``async get(cid)`` (a block store, an import's spool)."""
+    link_blocks: list[Cid] = []
     level = list(manifest.links)
     for _ in range(manifest.depth):
+        link_blocks.extend(level)
         children: list[Cid] = []
         for link in level:
             children.extend(decode_link_block(link, await store.get(link)))
         level = children
-    return level
+    return link_blocks, level
+
+
+async def chunk_cids(manifest: Manifest, store) -> list[Cid]:
+    """Resolves the manifest's link tree to the ordered chunk CIDs."""
+    return (await walk(manifest, store))[1]
 
 
 def expected_chunks(size: int, chunk_size: int) -> int:

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import random
 import time
+import traceback
 
 from indexer import pins
 from indexer.db import Database
@@ -81,8 +82,9 @@ class Reconciler:
                     pause = max(0.05, min(pause, outcome["next"] - time.time()))
             except VaultError as exc:  # backend down: the jobs stay due, try again next pass
                 log.warning("reconcile pass failed", extra={"code": exc.code})
-            except Exception as exc:  # never let the loop die
-                log.error("reconcile pass crashed", extra={"error_type": type(exc).__name__})
+            except Exception as exc:  # never let the loop die; frames only, messages may carry data
+                log.error("reconcile pass crashed", extra={
+                    "error_type": type(exc).__name__, "traceback": "".join(traceback.format_tb(exc.__traceback__))})
             try:
                 await asyncio.wait_for(self._wake.wait(), pause)
             except asyncio.TimeoutError:

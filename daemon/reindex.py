@@ -75,6 +75,7 @@ async def reindex(config: Config) -> dict:
                     continue
                 opened.setdefault(body["record"], []).append((body, str(grant.manifest), {
                     "cid": str(root), "record_id": body["record"], "version": body["version"],
+                    "manifest": str(grant.manifest),
                     "recipient": principal.did, "granter": grant.granter,
                     "role": role_of(principal.did, body),
                     "granted": grant.granted, "expires": grant.expires}))
@@ -84,6 +85,7 @@ async def reindex(config: Config) -> dict:
             body = manifests.get(str(receipt.manifest))
             if body is not None:
                 outgoing.append({"cid": str(receipt.envelope), "record_id": body["record"],
+                                 "manifest": str(receipt.manifest),
                                  "version": body["version"], "recipient": receipt.recipient, "granter": granter,
                                  "role": "patient" if receipt.recipient == body.get("patient") else "grant",
                                  "granted": receipt.granted, "expires": receipt.expires})
@@ -100,12 +102,14 @@ async def reindex(config: Config) -> dict:
                 by_version = {}
                 for body, manifest, envelope in versions:
                     by_version.setdefault(body["version"], (body, manifest, []))[2].append(envelope)
-                first = True
+                prev = None  # the manifest each pinned version continues (rotated-away ones are gone)
                 for version in sorted(by_version):
                     body, manifest, envelopes = by_version[version]
                     row = row_from_metadata(body, manifest)
-                    records.save_version(conn, row, [], [tuple(c) for c in body.get("codes") or []], new=first)
-                    first = False
+                    author_role = "creator" if prev is None else "writer"
+                    records.save_version(conn, row, [], [tuple(c) for c in body.get("codes") or []], prev_cid=prev,
+                                         roles=[(body["author"], author_role), (body.get("patient"), "patient")])
+                    prev = manifest
                     records.add_envelopes(conn, envelopes)
                     pins.want(conn, manifest, record_id, "manifest", cfg.replication_min, cfg.replication_max, now,
                               status, replicas)

@@ -36,7 +36,7 @@ def split_listen(listen: str) -> tuple[str, int]:
 async def _sweep(vault, grace: float, every: float | None) -> None:
     while True:
         try:
-            result = await vault.collect_garbage(grace)
+            result = await vault.garbage.collect(grace)
             log.info("garbage collected", extra=result)
         except VaultError as exc:
             log.warning("garbage collection skipped", extra={"code": exc.code})

@@ -1,6 +1,5 @@
 """Patient-controlled sharing: grants, revocation with key rotation, and
-break-glass emergency access. A mixin of the Vault (it uses the Vault's
-storage, access checks and version writer) kept apart so each file has one job.
+break-glass emergency access (a Vault component).
 
 A grant is an envelope sealed to the recipient for the record's current
 version, stored and pinned like any other, plus a share token
@@ -17,14 +16,16 @@ from datetime import datetime, timedelta, timezone
 from indexer import audit, pins, records
 
 from . import timeutil
+from .access import AccessPolicy, Action
 from .auth import Caller
 from .blocks import Block
 from .cid import Cid
 from .envelope import build_envelope
-from .errors import BadRequest, Conflict, Forbidden, NotFound
+from .errors import BadRequest, Conflict, NotFound
 from .reader import plaintext
 from .record_input import RecordInput
-from .views import check_record_id, did_param, future_time, record_view
+from .version_writer import NewVersion, VersionWriter
+from .views import did_param, future_time, record_view
 
 SHARE_PREFIX = "mv1"
 RECALL_NOTICE = ("Access is revoked from now on and the record was re-encrypted under a new key; "
@@ -46,44 +47,46 @@ def parse_share(token) -> tuple[Cid, Cid]:
         raise BadRequest("a share token looks like mv1.<manifest CID>.<envelope CID>", "bad_share") from None
 
 
-class SharingMixin:
-    async def _may_grant(self, caller: Caller, row: dict) -> None:
-        if caller.did == row["patient"]:
-            return
-        if self.config.grant_policy == "patient":
-            raise Forbidden("on this node only the record's patient may share it", "patient_only")
-        await self._may_modify(caller, row)
+class Sharing:
+    def __init__(self, services, access: AccessPolicy, writer: VersionWriter):
+        self._s = services
+        self._access = access
+        self._writer = writer
 
     async def _store_envelopes(self, caller: Caller, blocks: list[Block], rows: list[dict], action: str,
                                details: list[dict]) -> None:
-        """Stores, protects and indexes new envelopes (and their audit entries) in one commit."""
-        await self.blocks.put_many(blocks)
-        await self.blocks.sync()
-        await self.blocks.protect([b.cid for b in blocks])
-        confirmed = self.pinner.pinned_on_protect
-        status, replicas = ("pinned", 1) if confirmed else ("queued", 0)
-        cfg, now = self.config, timeutil.now()
+        """Stores, protects and indexes new envelopes (and their audit entries)
+        in one commit, which first checks that each still names its record's
+        current manifest (a new version meanwhile makes the grant moot: 409)."""
+        s = self._s
+        await s.blocks.put_many(blocks)
+        await s.blocks.sync()
+        await s.blocks.protect([b.cid for b in blocks])
+        now = timeutil.now()
 
         def commit(conn: sqlite3.Connection) -> None:
+            for row in rows:
+                current = records.find(conn, row["record_id"])
+                if current is None or current["cid"] != row["manifest"]:
+                    raise Conflict("the record changed while access was being granted; retry", "version_conflict")
             records.add_envelopes(conn, rows)
             for row, detail in zip(rows, details):
-                pins.want(conn, row["cid"], row["record_id"], "envelope", cfg.replication_min, cfg.replication_max,
-                          now, status, replicas)
+                s.want_pins(conn, [(row["cid"], "envelope")], row["record_id"], now)
                 audit.append(conn, now, caller.did, action, row["record_id"], "ok", detail)
 
-        await self.db.write(commit)
-        if self.reconciler is not None and not confirmed:
-            self.reconciler.kick()
+        await s.db.write(commit)
+        s.kick_reconciler()
 
-    async def _prepare_grant(self, caller: Caller, record_id: str, recipient: str, expires: str | None,
+    async def _prepare_grant(self, caller: Caller, record_id, recipient: str, expires: str | None,
                              now: str) -> tuple[Block, dict]:
-        row = await self._readable(caller, record_id, "grant")
-        await self._may_grant(caller, row)
-        manifest, dek, _ = await self._open_version(caller.did, record_id, row["version"], row["cid"])
-        block = build_envelope(manifest.cid, dek, recipient, self._key_of(caller.did), now, expires)
+        if not isinstance(record_id, str):
+            raise BadRequest("records must be a list of record ids", "bad_records")
+        row = (await self._access.require(caller, Action.GRANT, record_id)).row
+        opened = await self._s.open_version(caller.did, row, caller.has("emergency"))
+        block = build_envelope(opened.manifest.cid, opened.dek, recipient, self._s.key_of(caller.did), now, expires)
         return block, {"cid": str(block.cid), "record_id": record_id, "version": row["version"],
-                       "recipient": recipient, "granter": caller.did, "role": "grant", "granted": now,
-                       "expires": expires, "manifest": row["cid"]}
+                       "manifest": row["cid"], "recipient": recipient, "granter": caller.did, "role": "grant",
+                       "granted": now, "expires": expires}
 
     async def grant(self, caller: Caller, record_id: str, recipient, expires=None) -> dict:
         """Seals the current version's key to ``recipient``; returns the envelope and share token."""
@@ -112,80 +115,71 @@ class SharingMixin:
                            "expires": expires, "share": share_token(r["manifest"], r["cid"])} for r in rows]}
 
     async def grants(self, caller: Caller, record_id: str) -> list[dict]:
-        row = await self._readable(caller, record_id, "grants")
-        await self._may_grant(caller, row)
-        live = await self.db.read(records.live_grants, record_id, row["version"], timeutil.now())
+        row = (await self._access.require(caller, Action.LIST_GRANTS, record_id)).row
+        live = await self._s.db.read(records.live_grants, row["cid"], timeutil.now())
         return [{"recipient": e["recipient"], "role": e["role"], "granter": e["granter"], "granted": e["granted"],
                  "expires": e["expires"], "envelope": e["cid"],
                  "share": share_token(row["cid"], e["cid"]) if e["role"] == "grant" else None} for e in live]
 
     async def revoke(self, caller: Caller, record_id: str, recipient: str, rotate: bool = True) -> dict:
-        """Revokes every envelope of ``recipient`` and, by default, rotates the key:
-        a new version under a new DEK for the remaining readers, the old one unpinned."""
+        """Revokes every envelope of ``recipient`` and, by default, rotates the
+        key: a new version under a new DEK for the remaining readers, the old
+        one unpinned. Revocation and the new version commit together, so a
+        failure part-way leaves the grant in place and a retry starts over."""
         recipient = did_param(recipient, "recipient")
-        row = await self._readable(caller, record_id, "revoke")
-        await self._may_grant(caller, row)
-        live = await self.db.read(records.live_grants, record_id, row["version"], timeutil.now())
-        mine = [e for e in live if e["recipient"] == recipient]
-        if not mine:
-            raise NotFound("this principal holds no grant for the record", "grant_not_found")
-        if any(e["role"] in ("patient", "author") for e in mine):
-            raise Conflict("the patient's and the author's own access cannot be revoked", "cannot_revoke_owner")
-        if rotate:  # read the key before our own view of the record changes
-            manifest, dek, body = await self._open_version(caller.did, record_id, row["version"], row["cid"])
-        now = timeutil.now()
+        s = self._s
+        async with s.locks.hold(record_id):
+            row = (await self._access.require(caller, Action.REVOKE, record_id)).row
+            live = await s.db.read(records.live_grants, row["cid"], timeutil.now())
+            mine = [e for e in live if e["recipient"] == recipient]
+            if not mine:
+                raise NotFound("this principal holds no grant for the record", "grant_not_found")
+            if any(e["role"] in ("patient", "author") for e in mine):
+                raise Conflict("the patient's and the author's own access cannot be revoked", "cannot_revoke_owner")
+            old = await s.db.read(records.version_cids, record_id, row["version"])
+            revoked: list[str] = []
 
-        def commit(conn: sqlite3.Connection) -> list[str]:
-            cids = records.revoke_envelopes(conn, record_id, recipient, now)
-            pins.unwant(conn, cids, now)
-            audit.append(conn, now, caller.did, "revoke", record_id, "ok",
-                         {"recipient": recipient, "rotate": rotate, "envelopes": len(cids)})
-            return cids
+            def revoke_in(conn: sqlite3.Connection, now: str) -> None:
+                revoked.extend(records.revoke_envelopes(conn, record_id, recipient, now))
+                pins.unwant(conn, old if rotate else revoked, now)
+                audit.append(conn, now, caller.did, "revoke", record_id, "ok",
+                             {"recipient": recipient, "rotate": rotate, "envelopes": len(revoked)})
 
-        revoked = await self.db.write(commit)
-        await self._release(revoked, [Cid.parse(c) for c in revoked])
-        result = record_view(row)
-        if rotate:
+            if not rotate:
+                await s.db.write(revoke_in, timeutil.now())
+                await s.release(revoked, [Cid.parse(c) for c in revoked])
+                return {**record_view(row), "revoked": recipient, "rotated": False, "notice": RECALL_NOTICE}
+            opened = await s.open_version(caller.did, row, caller.has("emergency"))
             readers = [{"recipient": e["recipient"], "role": e["role"], "expires": e["expires"]}
                        for e in live if e["recipient"] != recipient]
             info = RecordInput(patient=row["patient"], type=row["type"], title=row["title"], tags=row["tags"],
                                date=row["date"])
-            source = plaintext(manifest, dek, body["size"], self.blocks, self.cpu, prefetch=self.config.read_prefetch)
-            result = await self._write_version(caller, record_id, row["version"] + 1, row, source,
-                                               body["content_type"], info, None, readers)
-            await self._retire_version(record_id, row["version"])
-        return {**result, "revoked": recipient, "rotated": rotate, "notice": RECALL_NOTICE}
-
-    async def _retire_version(self, record_id: str, version: int) -> None:
-        """Unpins a rotated-away version (manifest, chunks, envelopes) everywhere we reach."""
-        cids = await self.db.read(records.version_cids, record_id, version)
-        now = timeutil.now()
-        await self.db.write(pins.unwant, cids, now)
-        doomed = [Cid.parse(c) for c in cids[1:]]
-        if cids:
-            doomed.extend(await self._blocks_of_manifest(Cid.parse(cids[0])))
-        await self._release(cids, doomed)
+            source = plaintext(opened.manifest, opened.dek, opened.body["size"], s.blocks, s.cpu,
+                               prefetch=s.config.read_prefetch)
+            result = await self._writer.write(NewVersion(caller, record_id, row["version"] + 1, row, readers, info,
+                                                         opened.body["content_type"], action="update",
+                                                         also=revoke_in), source)
+            doomed = [Cid.parse(c) for c in old[1:]] + await s.blocks_of_manifest(Cid.parse(old[0]))
+            await s.release(old, doomed)
+        return {**result, "revoked": recipient, "rotated": True, "notice": RECALL_NOTICE}
 
     async def emergency_open(self, caller: Caller, record_id: str, reason) -> dict:
         """Break-glass: access without a grant, only with a reason; audited, shown
         to the patient, and expiring after ``emergency_minutes``."""
         if not isinstance(reason, str) or not 10 <= len(reason.strip()) <= 1000:
             raise BadRequest("break-glass access needs a reason of 10 to 1000 characters", "reason_required")
-        check_record_id(record_id)
-        row = await self.db.read(records.find, record_id)
-        if row is None:
-            await self._audit(caller.did, "break_glass", record_id, "denied")
-            raise NotFound("no such record", "record_not_found")
+        s = self._s
+        row = (await self._access.require(caller, Action.BREAK_GLASS, record_id)).row
         now = timeutil.now()
-        holder = next((e["recipient"] for e in await self.db.read(records.live_grants, record_id, row["version"], now)
-                       if self.keys.get(e["recipient"]) is not None), None)
+        holder = next((e["recipient"] for e in await s.db.read(records.live_grants, row["cid"], now)
+                       if s.keys.get(e["recipient"]) is not None), None)
         if holder is None:
             raise Conflict("no key on this node can open this record", "no_local_key")
-        manifest, dek, _ = await self._open_version(holder, record_id, row["version"], row["cid"])
-        expires = timeutil.format_time(datetime.now(timezone.utc) + timedelta(minutes=self.config.emergency_minutes))
-        node_key = self.keys.principals(role="node")[0]
-        block = build_envelope(manifest.cid, dek, caller.did, node_key, now, expires)
-        envelope = {"cid": str(block.cid), "record_id": record_id, "version": row["version"],
+        opened = await s.open_version(holder, row)
+        expires = timeutil.format_time(datetime.now(timezone.utc) + timedelta(minutes=s.config.emergency_minutes))
+        node_key = s.keys.principals(role="node")[0]
+        block = build_envelope(opened.manifest.cid, opened.dek, caller.did, node_key, now, expires)
+        envelope = {"cid": str(block.cid), "record_id": record_id, "version": row["version"], "manifest": row["cid"],
                     "recipient": caller.did, "granter": node_key.did, "role": "emergency", "granted": now,
                     "expires": expires}
         await self._store_envelopes(caller, [block], [envelope], "break_glass",

@@ -16,6 +16,16 @@ GENESIS = "0" * 64
 _FIELDS = ("seq", "time", "actor", "action", "record", "outcome", "detail")
 
 
+def _text(name: str, value) -> str | None:
+    """Audit fields are stored and hashed as exactly what they are: text or
+    null. Anything else is a caller bug refused before it can reach the
+    chain (SQLite would store a number in a TEXT column as text, and the
+    chain would then never verify again)."""
+    if value is not None and type(value) is not str:
+        raise TypeError(f"audit field {name} must be text or null")
+    return value
+
+
 def _entry_hash(prev: str, entry: dict) -> str:
     canonical = json.dumps({k: entry[k] for k in _FIELDS}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(bytes.fromhex(prev) + canonical.encode()).hexdigest()
@@ -26,8 +36,9 @@ def append(conn: sqlite3.Connection, time: str, actor: str | None, action: str, 
     """Appends one entry (inside the caller's transaction); returns its seq."""
     last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (last["seq"] + 1, last["hash"]) if last else (1, GENESIS)
-    entry = {"seq": seq, "time": time, "actor": actor, "action": action, "record": record,
-             "outcome": outcome, "detail": json.dumps(detail or {}, sort_keys=True)}
+    entry = {"seq": seq, "time": _text("time", time), "actor": _text("actor", actor),
+             "action": _text("action", action), "record": _text("record", record),
+             "outcome": _text("outcome", outcome), "detail": json.dumps(detail or {}, sort_keys=True)}
     conn.execute(
         "INSERT INTO audit (seq, time, actor, action, record, outcome, detail, prev, hash)"
         " VALUES (:seq, :time, :actor, :action, :record, :outcome, :detail, :prev, :hash)",
@@ -50,8 +61,10 @@ def verify(conn: sqlite3.Connection) -> dict:
 def entries(conn: sqlite3.Connection, *, record: str | None = None, principal: str | None = None,
             since: str | None = None, readable_by: str | None = None, after_seq: int = 0,
             limit: int = 100) -> list[dict]:
-    """Entries in order, filtered. ``readable_by`` limits to entries the
-    principal made or about records it holds (or held) an envelope for."""
+    """Entries in order, filtered. ``readable_by`` limits a principal to the
+    entries it made, every entry of records this node records it as creator
+    or patient of, and a grantee's entries of a record only from the moment
+    its grant was made until it was revoked or expired."""
     where, params = ["seq > :after"], {"after": after_seq, "limit": limit}
     if record:
         where.append("record = :record")
@@ -63,7 +76,12 @@ def entries(conn: sqlite3.Connection, *, record: str | None = None, principal: s
         where.append("time >= :since")
         params["since"] = since
     if readable_by:
-        where.append("(actor = :me OR record IN (SELECT record_id FROM envelopes WHERE recipient = :me))")
+        where.append(
+            "(actor = :me"
+            " OR record IN (SELECT record_id FROM record_roles WHERE principal = :me AND role IN ('creator', 'patient'))"
+            " OR EXISTS (SELECT 1 FROM envelopes e WHERE e.record_id = audit.record AND e.recipient = :me"
+            " AND e.granted <= audit.time AND (e.revoked IS NULL OR audit.time <= e.revoked)"
+            " AND (e.expires IS NULL OR audit.time <= e.expires)))")
         params["me"] = readable_by
     sql = f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY seq LIMIT :limit"
     out = []

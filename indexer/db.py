@@ -14,6 +14,7 @@ import asyncio
 import os
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -36,7 +37,33 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-class Database:
+class Index(ABC):
+    """The index interface the engine depends on (DESIGN.md's ``Index``).
+
+    ``write(fn, *args)`` runs ``fn(conn, *args)`` inside one committed
+    transaction and returns its result only once it is durable; a failure
+    rolls back that call alone. ``read(fn, ...)`` runs ``fn`` on a consistent
+    read snapshot. Everything the engine stores about records, envelopes,
+    roles, pins, tokens and the audit chain goes through these two calls, so
+    an implementation may batch commits (group commit) as it likes.
+    """
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def write(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    @abstractmethod
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class Database(Index):
+    """SQLite in WAL mode: the one ``Index`` implementation."""
+
     def __init__(self, path: str, read_threads: int = 2):
         self.path = path
         self._writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-write")

@@ -1,19 +1,25 @@
-"""Record rows, versions, envelopes and search.
+"""Record rows, versions, envelopes, record roles and search.
 
-A record row describes the current version; ``versions`` keeps every version
-and ``envelopes`` every key envelope (who may read which version). Access is
-always decided here by one rule: a principal may see a record when it holds a
-live (not revoked, not expired) envelope for the record's current version.
+A record row describes the current version; ``versions`` keeps every version,
+``envelopes`` every key envelope (who may read which manifest) and
+``record_roles`` who this node recorded as the record's creator, patient and
+authorised writers. Read access is one rule, the ``LIVE_ENVELOPE`` predicate:
+a principal sees a record when it holds a live (not revoked, not expired)
+envelope naming the record's *current manifest CID*; an ``emergency``
+(break-glass) envelope counts only for a caller holding that scope. The
+engine's access policy (daemon/access.py) builds every decision on it.
 """
 from __future__ import annotations
 
 import json
 import sqlite3
 
-_LIVE_ENVELOPE = (
-    "SELECT 1 FROM envelopes e WHERE e.record_id = r.id AND e.version = r.version"
+LIVE_ENVELOPE = (
+    "SELECT 1 FROM envelopes e WHERE e.manifest = r.cid AND e.record_id = r.id"
     " AND e.recipient = :caller AND e.revoked IS NULL AND (e.expires IS NULL OR e.expires > :now)"
+    " AND (e.role != 'emergency' OR :emergency)"
 )
+_ENVELOPE_FIELDS = "cid, record_id, version, manifest, recipient, granter, role, granted, expires"
 
 
 _SELECT = ("SELECT r.*, p.status AS pin_status, p.replicas AS pin_replicas"
@@ -29,21 +35,23 @@ def _row(row: sqlite3.Row | None) -> dict | None:
 
 
 def save_version(conn: sqlite3.Connection, record: dict, envelopes: list[dict], codes: list[tuple[str, str]],
-                 new: bool | None = None) -> None:
-    """Inserts (``new``: by default version 1) or advances (the next version) a
-    record with its version row, envelopes, tags and codes. Raises
-    sqlite3.IntegrityError on a version race so the caller's savepoint rolls back."""
+                 *, prev_cid: str | None = None, roles: list[tuple[str, str]] = ()) -> None:
+    """Inserts a new record (``prev_cid`` None) or advances it from exactly
+    the version whose manifest is ``prev_cid``, with its version row,
+    envelopes, tags, codes and any new ``roles`` ((principal, role) pairs).
+    Raises sqlite3.IntegrityError when the record moved on meanwhile, so the
+    caller's savepoint rolls back and nothing of this version is kept."""
     fields = ("id", "version", "cid", "patient", "type", "content_type", "title", "text", "subject",
               "date", "size", "created", "updated", "author")
     values = {k: record.get(k) for k in fields}
     values["tags"] = json.dumps(record.get("tags") or [])
-    if record["version"] == 1 if new is None else new:
+    if prev_cid is None:
         conn.execute(
             f"INSERT INTO records ({', '.join(values)}) VALUES ({', '.join(':' + k for k in values)})", values)
     else:
         updated = conn.execute(
             f"UPDATE records SET {', '.join(k + ' = :' + k for k in values if k not in ('id', 'created'))}"
-            " WHERE id = :id AND version < :version", values)
+            " WHERE id = :id AND cid = :prev AND version < :version", {**values, "prev": prev_cid})
         if updated.rowcount != 1:
             raise sqlite3.IntegrityError("record changed concurrently")
         conn.execute("DELETE FROM record_tags WHERE record_id = ?", (record["id"],))
@@ -51,33 +59,43 @@ def save_version(conn: sqlite3.Connection, record: dict, envelopes: list[dict], 
     conn.execute(
         "INSERT INTO versions (record_id, version, cid, size, content_type, created, author)"
         " VALUES (:id, :version, :cid, :size, :content_type, :updated, :author)", values)
-    conn.executemany(
-        "INSERT INTO envelopes (cid, record_id, version, recipient, granter, role, granted, expires)"
-        " VALUES (:cid, :record_id, :version, :recipient, :granter, :role, :granted, :expires)", envelopes)
+    add_envelopes(conn, envelopes, strict=True)
     conn.executemany("INSERT OR IGNORE INTO record_tags (record_id, tag) VALUES (?, ?)",
                      [(record["id"], tag) for tag in record.get("tags") or []])
     conn.executemany("INSERT OR IGNORE INTO record_codes (record_id, system, code) VALUES (?, ?, ?)",
                      [(record["id"], system, code) for system, code in codes])
+    conn.executemany("INSERT OR IGNORE INTO record_roles (record_id, principal, role) VALUES (?, ?, ?)",
+                     [(record["id"], principal, role) for principal, role in roles if principal])
 
 
-def readable(conn: sqlite3.Connection, record_id: str, caller: str, now: str) -> dict | None:
-    """The record row if ``caller`` holds a live envelope for its current version."""
-    row = conn.execute(f"{_SELECT} WHERE r.id = :id AND EXISTS ({_LIVE_ENVELOPE})",
-                       {"id": record_id, "caller": caller, "now": now}).fetchone()
+def readable(conn: sqlite3.Connection, record_id: str, caller: str, now: str, emergency: bool = False) -> dict | None:
+    """The record row if ``caller`` holds a live envelope for its current manifest."""
+    row = conn.execute(f"{_SELECT} WHERE r.id = :id AND EXISTS ({LIVE_ENVELOPE})",
+                       {"id": record_id, "caller": caller, "now": now, "emergency": emergency}).fetchone()
     return _row(row)
 
 
-def live_envelope(conn: sqlite3.Connection, record_id: str, version: int, caller: str, now: str) -> str | None:
+def roles(conn: sqlite3.Connection, record_id: str) -> dict[str, set[str]]:
+    """principal -> the roles this node recorded for it on the record."""
+    found: dict[str, set[str]] = {}
+    for r in conn.execute("SELECT principal, role FROM record_roles WHERE record_id = ?", (record_id,)):
+        found.setdefault(r["principal"], set()).add(r["role"])
+    return found
+
+
+def add_role(conn: sqlite3.Connection, record_id: str, principal: str, role: str) -> None:
+    conn.execute("INSERT OR IGNORE INTO record_roles (record_id, principal, role) VALUES (?, ?, ?)",
+                 (record_id, principal, role))
+
+
+def live_envelope(conn: sqlite3.Connection, manifest: str, caller: str, now: str,
+                  emergency: bool = False) -> dict | None:
+    """The caller's newest live envelope naming exactly this manifest."""
     row = conn.execute(
-        "SELECT cid FROM envelopes WHERE record_id = ? AND version = ? AND recipient = ?"
-        " AND revoked IS NULL AND (expires IS NULL OR expires > ?) ORDER BY granted DESC LIMIT 1",
-        (record_id, version, caller, now)).fetchone()
-    return row["cid"] if row else None
-
-
-def envelopes_of(conn: sqlite3.Connection, record_id: str, version: int) -> list[dict]:
-    return [dict(r) for r in conn.execute(
-        "SELECT * FROM envelopes WHERE record_id = ? AND version = ? ORDER BY granted", (record_id, version))]
+        f"SELECT {_ENVELOPE_FIELDS} FROM envelopes WHERE manifest = ? AND recipient = ?"
+        " AND revoked IS NULL AND (expires IS NULL OR expires > ?) AND (role != 'emergency' OR ?)"
+        " ORDER BY granted DESC LIMIT 1", (manifest, caller, now, emergency)).fetchone()
+    return dict(row) if row else None
 
 
 def versions(conn: sqlite3.Connection, record_id: str) -> list[dict]:
@@ -95,7 +113,7 @@ def all_cids(conn: sqlite3.Connection, record_id: str) -> dict[str, list[str]]:
 
 def delete(conn: sqlite3.Connection, record_id: str) -> None:
     for table, column in (("envelopes", "record_id"), ("versions", "record_id"), ("record_tags", "record_id"),
-                          ("record_codes", "record_id"), ("records", "id")):
+                          ("record_codes", "record_id"), ("record_roles", "record_id"), ("records", "id")):
         conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (record_id,))
 
 
@@ -105,14 +123,14 @@ def _fts_query(text: str) -> str:
     return " ".join(f'"{t}"' for t in terms)
 
 
-def search(conn: sqlite3.Connection, caller: str, now: str, *, patient: str | None = None,
+def search(conn: sqlite3.Connection, caller: str, now: str, *, emergency: bool = False, patient: str | None = None,
            type: str | None = None, tags: list[str] | None = None, code: str | None = None,
            since: str | None = None, until: str | None = None, q: str | None = None,
            before_seq: int | None = None, limit: int = 100) -> tuple[list[dict], int | None]:
     """Records ``caller`` can read, newest first, keyset-paginated by ``seq``.
     Returns (rows, the seq to continue before, or None at the end)."""
-    where = [f"EXISTS ({_LIVE_ENVELOPE})"]
-    params: dict = {"caller": caller, "now": now, "limit": limit + 1}
+    where = [f"EXISTS ({LIVE_ENVELOPE})"]
+    params: dict = {"caller": caller, "now": now, "emergency": emergency, "limit": limit + 1}
     if before_seq is not None:
         where.append("r.seq < :before")
         params["before"] = before_seq
@@ -153,10 +171,11 @@ def find(conn: sqlite3.Connection, record_id: str) -> dict | None:
     return _row(conn.execute(f"{_SELECT} WHERE r.id = ?", (record_id,)).fetchone())
 
 
-def live_grants(conn: sqlite3.Connection, record_id: str, version: int, now: str) -> list[dict]:
+def live_grants(conn: sqlite3.Connection, manifest: str, now: str) -> list[dict]:
+    """Every live envelope naming this manifest (the readers of that version)."""
     return [dict(r) for r in conn.execute(
-        "SELECT * FROM envelopes WHERE record_id = ? AND version = ? AND revoked IS NULL"
-        " AND (expires IS NULL OR expires > ?) ORDER BY granted", (record_id, version, now))]
+        f"SELECT {_ENVELOPE_FIELDS} FROM envelopes WHERE manifest = ? AND revoked IS NULL"
+        " AND (expires IS NULL OR expires > ?) ORDER BY granted", (manifest, now))]
 
 
 def revoke_envelopes(conn: sqlite3.Connection, record_id: str, recipient: str, when: str) -> list[str]:
@@ -172,12 +191,16 @@ def version_cids(conn: sqlite3.Connection, record_id: str, version: int) -> list
     """A version's manifest and every envelope for it (to retire a rotated-away version)."""
     manifest = conn.execute("SELECT cid FROM versions WHERE record_id = ? AND version = ?",
                             (record_id, version)).fetchone()
-    envelopes = [r["cid"] for r in conn.execute(
-        "SELECT cid FROM envelopes WHERE record_id = ? AND version = ?", (record_id, version))]
-    return ([manifest["cid"]] if manifest else []) + envelopes
+    if manifest is None:
+        return []
+    envelopes = [r["cid"] for r in conn.execute("SELECT cid FROM envelopes WHERE manifest = ?", (manifest["cid"],))]
+    return [manifest["cid"], *envelopes]
 
 
-def add_envelopes(conn: sqlite3.Connection, envelopes: list[dict]) -> None:
+def add_envelopes(conn: sqlite3.Connection, envelopes: list[dict], strict: bool = False) -> None:
+    """Stores envelope rows; each names the manifest it seals. ``strict``
+    refuses a CID already present instead of ignoring it."""
+    verb = "INSERT" if strict else "INSERT OR IGNORE"
     conn.executemany(
-        "INSERT OR IGNORE INTO envelopes (cid, record_id, version, recipient, granter, role, granted, expires)"
-        " VALUES (:cid, :record_id, :version, :recipient, :granter, :role, :granted, :expires)", envelopes)
+        f"{verb} INTO envelopes ({_ENVELOPE_FIELDS})"
+        " VALUES (:cid, :record_id, :version, :manifest, :recipient, :granter, :role, :granted, :expires)", envelopes)

@@ -67,7 +67,32 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
     db["audit"].create_index(["actor", "seq"], if_not_exists=True)
 
 
-MIGRATIONS = [_m001_initial]
+def _m002_record_authority(db: sqlite_utils.Database) -> None:
+    """Issue 12: an envelope names the manifest it seals (access is checked
+    against the record's current manifest CID, never by version number), and
+    who may change a record is recorded on this node (``record_roles``), not
+    read from signed metadata."""
+    if "manifest" not in db["envelopes"].columns_dict:
+        db["envelopes"].add_column("manifest", str)
+    db.execute("UPDATE envelopes SET manifest = (SELECT v.cid FROM versions v WHERE v.record_id = envelopes.record_id"
+               " AND v.version = envelopes.version) WHERE manifest IS NULL")
+    db["envelopes"].create_index(["recipient", "manifest"], if_not_exists=True)
+    db["record_roles"].create({"record_id": str, "principal": str, "role": str},
+                              pk=("record_id", "principal", "role"), if_not_exists=True)
+    db["record_roles"].create_index(["principal"], if_not_exists=True)
+    # What the rules before this migration allowed: the first version's author
+    # created the record, its patient is the recorded one, and every author of
+    # a later version was (then) allowed to write.
+    db.execute("INSERT OR IGNORE INTO record_roles (record_id, principal, role)"
+               " SELECT record_id, author, 'creator' FROM versions v WHERE version ="
+               " (SELECT MIN(version) FROM versions w WHERE w.record_id = v.record_id)")
+    db.execute("INSERT OR IGNORE INTO record_roles (record_id, principal, role)"
+               " SELECT id, patient, 'patient' FROM records WHERE patient IS NOT NULL")
+    db.execute("INSERT OR IGNORE INTO record_roles (record_id, principal, role)"
+               " SELECT DISTINCT record_id, author, 'writer' FROM versions")
+
+
+MIGRATIONS = [_m001_initial, _m002_record_authority]
 
 
 def migrate(conn: sqlite3.Connection) -> int:

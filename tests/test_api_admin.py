@@ -120,6 +120,13 @@ async def test_audit_views_and_verify(api):
 
 async def test_health_is_public_and_metrics_need_operator(api):
     resp = await api.client.get("/v1/health")
+    assert resp.status == 200 and await resp.json() == {"status": "ok"}  # nothing more without operator
+    _, reader = await api.principal("reader", scopes=("read",))
+    resp = await api.client.get("/v1/health", headers=api.auth(reader))
+    assert await resp.json() == {"status": "ok"}
+    resp = await api.client.get("/v1/health", headers=api.auth("mvt_not-a-token"))
+    assert resp.status == 200 and await resp.json() == {"status": "ok"}
+    resp = await api.client.get("/v1/health", headers=api.auth())
     body = await resp.json()
     assert resp.status == 200 and body["status"] == "ok" and body["backend"] == "local"
     assert body["checks"]["index"]["status"] == "ok"

@@ -25,7 +25,8 @@ def _record(rid: str, version: int = 1, **extra) -> dict:
 
 
 def _env(rid: str, who: str, version: int = 1, expires=None) -> dict:
-    return {"cid": f"env-{rid}-{who}-{version}", "record_id": rid, "version": version, "recipient": who,
+    return {"cid": f"env-{rid}-{who}-{version}", "record_id": rid, "version": version,
+            "manifest": f"bafy{rid}{version}", "recipient": who,
             "granter": "did:a", "role": "author", "granted": "2024-01-01T00:00:00.000Z", "expires": expires}
 
 
@@ -97,9 +98,36 @@ async def test_keyset_pagination_visits_each_record_once(db):
 
 async def test_version_race_is_refused(db):
     await db.write(records.save_version, _record("r1"), [], [])
-    await db.write(records.save_version, _record("r1", version=2), [], [])
-    with pytest.raises(sqlite3.IntegrityError):
-        await db.write(records.save_version, _record("r1", version=2, cid="bafyother"), [], [])
+    await db.write(lambda c: records.save_version(c, _record("r1", version=2), [], [], prev_cid="bafyr11"))
+    with pytest.raises(sqlite3.IntegrityError):  # a second version 2 that also continues version 1
+        await db.write(lambda c: records.save_version(c, _record("r1", version=2, cid="bafyother"), [], [],
+                                                      prev_cid="bafyr11"))
+    with pytest.raises(sqlite3.IntegrityError):  # version 3 that claims to continue a manifest never current
+        await db.write(lambda c: records.save_version(c, _record("r1", version=3, cid="bafy3"), [], [],
+                                                      prev_cid="bafyother"))
+    assert (await db.read(records.find, "r1"))["cid"] == "bafyr12"
+
+
+async def test_access_follows_the_current_manifest_not_the_version_number(db):
+    """An envelope opens only what it seals: one naming an old manifest (or
+    another manifest with the same version number) grants nothing now."""
+    await db.write(records.save_version, _record("r1"), [_env("r1", "did:a"), _env("r1", "did:b")], [])
+    now = "2025-01-01T00:00:00.000Z"
+    assert await db.read(records.readable, "r1", "did:b", now) is not None
+    stray = {**_env("r1", "did:c", version=2), "manifest": "bafy-not-the-record"}
+    await db.write(lambda c: records.save_version(c, _record("r1", version=2), [_env("r1", "did:a", 2)], [],
+                                                  prev_cid="bafyr11"))
+    await db.write(records.add_envelopes, [stray])
+    assert await db.read(records.readable, "r1", "did:a", now) is not None
+    assert await db.read(records.readable, "r1", "did:b", now) is None  # only held the old manifest
+    assert await db.read(records.readable, "r1", "did:c", now) is None  # names version 2 but not its manifest
+
+
+async def test_audit_refuses_fields_that_would_not_verify(db):
+    with pytest.raises(TypeError):
+        await db.write(audit.append, "t", "did:a", "import", 12345, "ok")
+    await db.write(audit.append, "t", "did:a", "import", "12345", "ok")
+    assert (await db.read(audit.verify))["ok"]
 
 
 async def test_audit_verify_names_the_first_broken_entry(db):

@@ -6,16 +6,16 @@ import os
 import pytest
 
 from daemon.identity import Principal
-from daemon.keystore import KeyStore, KeyStoreError, create_master_key, load_master_key
+from daemon.keystore import FileKeyStore, KeyStoreError, create_master_key, load_master_key
 
 
 def test_keys_round_trip_and_are_sealed_on_disk(tmp_path):
     params = create_master_key(str(tmp_path))
     key = load_master_key(str(tmp_path), params)
-    store = KeyStore(str(tmp_path / "keys"), key)
+    store = FileKeyStore(str(tmp_path / "keys"), key)
     alice = Principal.generate("Alice Example")
     store.add(alice)
-    again = KeyStore(str(tmp_path / "keys"), key)
+    again = FileKeyStore(str(tmp_path / "keys"), key)
     assert again.get(alice.did).seed == alice.seed
     assert again.get(alice.did).name == "Alice Example"
     for name in os.listdir(tmp_path / "keys"):
@@ -27,10 +27,10 @@ def test_keys_round_trip_and_are_sealed_on_disk(tmp_path):
 
 def test_wrong_master_key_is_refused(tmp_path):
     params = create_master_key(str(tmp_path))
-    store = KeyStore(str(tmp_path / "keys"), load_master_key(str(tmp_path), params))
+    store = FileKeyStore(str(tmp_path / "keys"), load_master_key(str(tmp_path), params))
     store.add(Principal.generate("x"))
     with pytest.raises(KeyStoreError):
-        KeyStore(str(tmp_path / "keys"), b"\x00" * 32)
+        FileKeyStore(str(tmp_path / "keys"), b"\x00" * 32)
 
 
 def test_master_key_file_must_be_private(tmp_path):

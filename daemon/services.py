@@ -1,0 +1,183 @@
+"""What every Vault component shares: the node's config, index, keystore,
+block store, pinner and metrics, plus the few helpers they all need (the
+caller's key, an audit entry, opening a record version, pin rows, releasing
+blocks, per-record write locks). Built once by ``daemon.node`` and handed to
+each component's constructor, so no component reaches into another.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from indexer import audit, pins, records
+from indexer.db import Index
+
+from . import crypto, timeutil
+from .blocks import FormatError
+from .blockstore.base import BlockStore, Pinner
+from .cid import Cid
+from .config import Config
+from .envelope import NotForUs, open_envelope
+from .errors import Forbidden, IntegrityError, NotFound, VaultError
+from .identity import Principal
+from .keystore import KeyStore
+from .manifest import Manifest, SignatureError, decode_manifest, open_metadata
+from .metrics import Metrics
+from .reader import walk
+
+log = logging.getLogger("medvault.vault")
+
+
+class RecordLocks:
+    """One asyncio lock per record id: writes to one record (update, revoke
+    with rotation, erase, grant, import) run one at a time, so a revoke can
+    never interleave with a PUT that still seals for the revoked reader."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, *record_ids: str):
+        ids = sorted(set(record_ids))  # a fixed order: two batch writers never deadlock
+        taken = []
+        try:
+            for record_id in ids:
+                lock, users = self._locks.get(record_id, (asyncio.Lock(), 0))
+                self._locks[record_id] = (lock, users + 1)
+                taken.append(record_id)
+                await lock.acquire()
+            yield
+        finally:
+            for record_id in reversed(taken):
+                lock, users = self._locks[record_id]
+                if lock.locked():
+                    lock.release()
+                if users <= 1:
+                    del self._locks[record_id]
+                else:
+                    self._locks[record_id] = (lock, users - 1)
+
+
+@dataclass
+class OpenVersion:
+    """A record version whose key is in hand. Holds the DEK: never logged
+    (the repr shows only the manifest CID)."""
+
+    manifest: Manifest
+    dek: bytes = field(repr=False)
+    body: dict = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"OpenVersion(manifest={self.manifest.cid})"
+
+
+class Services:
+    def __init__(self, config: Config, db: Index, keys: KeyStore, blocks: BlockStore, pinner: Pinner,
+                 metrics: Metrics | None = None):
+        self.config = config
+        self.db = db
+        self.keys = keys
+        self.blocks = blocks
+        self.pinner = pinner
+        self.metrics = metrics or Metrics()
+        self.cpu = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="seal")
+        self.locks = RecordLocks()
+        self.inflight: dict[int, float] = {}  # uploads in progress → start time (garbage collection spares them)
+        self.reconciler = None  # set by the Vault when background work starts
+
+    def key_of(self, did: str) -> Principal:
+        principal = self.keys.get(did)
+        if principal is None:
+            raise Forbidden("this node holds no key for the calling principal", "no_local_key")
+        return principal
+
+    async def audit(self, actor: str | None, action: str, record: str | None, outcome: str,
+                    detail: dict | None = None) -> None:
+        await self.db.write(audit.append, timeutil.now(), actor, action, record, outcome, detail)
+
+    # ---- pins -----------------------------------------------------------
+
+    @property
+    def initial_pin(self) -> tuple[str, int]:
+        """The pin status a freshly protected root starts with."""
+        return ("pinned", 1) if self.pinner.pinned_on_protect else ("queued", 0)
+
+    def want_pins(self, conn: sqlite3.Connection, roots: list[tuple[str, str]], record_id: str, now: str,
+                  first_look: float = 0) -> None:
+        """Desired pins for (cid, kind) roots, in the caller's transaction."""
+        status, replicas = self.initial_pin
+        cfg = self.config
+        for cid, kind in roots:
+            pins.want(conn, cid, record_id, kind, cfg.replication_min, cfg.replication_max, now, status, replicas,
+                      first_look)
+
+    def kick_reconciler(self) -> None:
+        if self.reconciler is not None and not self.pinner.pinned_on_protect:
+            self.reconciler.kick()
+
+    # ---- opening a version ----------------------------------------------
+
+    async def open_version(self, did: str, row: dict, emergency: bool = False) -> OpenVersion:
+        """Opens ``did``'s live envelope for the record's current manifest,
+        then the manifest; checks both signatures and that the manifest is
+        the version the index row describes."""
+        envelope = await self.db.read(records.live_envelope, row["cid"], did, timeutil.now(), emergency)
+        if envelope is None:
+            raise NotFound("no such record", "record_not_found")
+        try:
+            env_cid = Cid.parse(envelope["cid"])
+            grant = open_envelope(env_cid, await self.blocks.get(env_cid), self.key_of(did))
+            if str(grant.manifest) != row["cid"]:
+                raise IntegrityError("the envelope points at another manifest")
+            manifest = decode_manifest(grant.manifest, await self.blocks.get(grant.manifest))
+            body = open_metadata(manifest, grant.dek)
+        except (FormatError, SignatureError, NotForUs, crypto.DecryptError):
+            raise IntegrityError("the record's envelope or manifest failed verification") from None
+        if body.get("record") != row["id"] or body.get("version") != row["version"]:
+            raise IntegrityError("the manifest belongs to another record or version")
+        return OpenVersion(manifest, grant.dek, body)
+
+    # ---- releasing blocks -----------------------------------------------
+
+    async def blocks_of_manifest(self, manifest_cid: Cid) -> list[Cid]:
+        """The manifest, its link blocks and chunks (best effort: what cannot be read is skipped)."""
+        try:
+            manifest = decode_manifest(manifest_cid, await self.blocks.get(manifest_cid))
+            link_blocks, chunks = await walk(manifest, self.blocks)
+            return [manifest_cid, *link_blocks, *chunks]
+        except (VaultError, FormatError):
+            return [manifest_cid]
+
+    async def release(self, pinned: list[str], doomed: list[Cid]) -> None:
+        """Unpins and deletes what an erase or rotation dropped; what fails
+        here the reconciler retries (the pin rows already say 'unwanted')."""
+        try:
+            roots = [Cid.parse(c) for c in pinned]
+            await self.blocks.release(roots)
+            for cid in roots:
+                await self.pinner.unpin(cid)
+                await self.db.write(pins.forget, str(cid))
+            await self.blocks.delete_many(doomed)
+        except VaultError as exc:
+            log.warning("release left work for the reconciler", extra={"error": exc.code})
+
+    # ---- uploads in flight ----------------------------------------------
+
+    @asynccontextmanager
+    async def upload(self, marker: object) -> AsyncIterator[None]:
+        """Marks an upload in progress so garbage collection spares its blocks."""
+        self.inflight[id(marker)] = time.time()
+        try:
+            yield
+        finally:
+            del self.inflight[id(marker)]
+
+    def close(self) -> None:
+        self.cpu.shutdown(wait=True)

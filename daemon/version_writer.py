@@ -1,0 +1,159 @@
+"""Writing one record version: seal the content, sign the manifest, seal an
+envelope per reader, store every block durably, then commit the index row,
+envelopes, roles, pin jobs and the audit entry in one transaction.
+
+New records, new versions (PUT) and key rotation (revoke) all come through
+here. For a new version the commit re-checks, inside the transaction, that
+the record is still at the version it continues and that every reader it
+sealed for still holds a live envelope; otherwise nothing is kept and the
+caller gets 409 (a revoke that landed meanwhile wins).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from indexer import audit, records
+
+from . import crypto, fhir, timeutil
+from .auth import Caller
+from .envelope import build_envelope
+from .errors import BadRequest, Conflict, TooLarge
+from .identity import Principal
+from .ingest import iterate_bytes, seal_stream
+from .manifest import build_link_tree, build_manifest
+from .record_input import RecordInput, check_media_type
+from .views import record_view
+
+log = logging.getLogger("medvault.vault")
+
+
+def _seal_version(dek: bytes, stream_id: bytes, chunk_size: int, depth: int, links: list, body: dict,
+                  author: Principal, readers: list[dict], now: str):
+    """The signed manifest and one envelope per reader (CPU work, run on the pool)."""
+    manifest = build_manifest(dek, stream_id, chunk_size, depth, links, body, author)
+    link = manifest.cid.to_link()
+    return manifest, [build_envelope(manifest.cid, dek, r["recipient"], author, now, r.get("expires"), link)
+                      for r in readers]
+
+
+@dataclass
+class NewVersion:
+    """What a version write needs besides the content."""
+
+    caller: Caller
+    record_id: str
+    version: int
+    prev: dict | None  # the current row this version continues, or None for a new record
+    readers: list[dict]  # {"recipient", "role", "expires"?}
+    info: RecordInput
+    content_type: str | None
+    content_length: int | None = None
+    action: str = "write"
+    also: Callable[[sqlite3.Connection, str], None] | None = None  # more work in the same commit
+
+
+class VersionWriter:
+    def __init__(self, services):
+        self._s = services
+
+    async def _prepare_body(self, source: AsyncIterator[bytes], base_type: str, info: RecordInput,
+                            content_length: int | None):
+        """For FHIR JSON, reads and validates the (bounded) body and fills in what it says."""
+        limit = self._s.config.max_record_bytes
+        if content_length is not None and content_length > limit:
+            raise TooLarge(f"the record is larger than this node's limit of {limit} bytes")
+        if base_type != fhir.MEDIA_TYPE:
+            return source, None
+        cap = self._s.config.max_fhir_bytes
+        if content_length is not None and content_length > cap:
+            raise TooLarge(f"FHIR resources are limited to {cap} bytes on this node")
+        body = bytearray()
+        async for piece in source:
+            body += piece
+            if len(body) > cap:
+                raise TooLarge(f"FHIR resources are limited to {cap} bytes on this node")
+        if not body:
+            raise BadRequest("the request body is empty", "empty_body")
+        summary = fhir.summarize(bytes(body))
+        info.type = info.type or summary.resource_type
+        info.date = info.date or summary.date
+        return iterate_bytes(bytes(body)), summary
+
+    async def write(self, new: NewVersion, source: AsyncIterator[bytes]) -> dict:
+        s, cfg, info = self._s, self._s.config, new.info
+        author = s.key_of(new.caller.did)
+        full_type, base_type = check_media_type(new.content_type)
+        info.validated()
+        async with s.upload(source):
+            source, summary = await self._prepare_body(source, base_type, info, new.content_length)
+            dek = crypto.new_data_key()
+            sealed = await seal_stream(source, dek, s.blocks, s.cpu, chunk_size=cfg.chunk_size,
+                                       max_bytes=cfg.max_record_bytes, concurrency=cfg.ingest_concurrency)
+            depth, links, link_blocks = build_link_tree(sealed.chunks, cfg.link_fanout)
+            now = timeutil.now()
+            body = {
+                "record": new.record_id, "version": new.version, "prev": new.prev["cid"] if new.prev else None,
+                "content_type": full_type, "size": sealed.size, "patient": info.patient, "type": info.type,
+                "title": info.title, "tags": info.tags, "date": info.date,
+                "subject": summary.subject if summary else None,
+                "codes": [list(c) for c in summary.codes] if summary else [],
+                "text": summary.text if summary else None, "author": author.did, "created": now,
+            }
+            # Signing and sealing release the GIL: off the event loop, onto the CPU pool.
+            manifest, envelope_blocks = await asyncio.get_running_loop().run_in_executor(
+                s.cpu, _seal_version, dek, sealed.stream_id, cfg.chunk_size, depth, links, body, author,
+                new.readers, now)
+            await s.blocks.put_many([*sealed.pending, *link_blocks, manifest, *envelope_blocks])
+            await s.blocks.sync()  # every block durable before the index says the record exists
+            await s.blocks.protect([manifest.cid, *(b.cid for b in envelope_blocks)])
+        envelopes = [{"cid": str(block.cid), "record_id": new.record_id, "version": new.version,
+                      "manifest": str(manifest.cid), "recipient": reader["recipient"], "granter": author.did,
+                      "role": reader["role"], "granted": now, "expires": reader.get("expires")}
+                     for reader, block in zip(new.readers, envelope_blocks)]
+        row = {"id": new.record_id, "version": new.version, "cid": str(manifest.cid), "patient": info.patient,
+               "type": info.type, "content_type": full_type, "title": info.title,
+               "text": summary.text if summary else None, "subject": body["subject"], "date": info.date,
+               "tags": info.tags, "size": sealed.size, "created": new.prev["created"] if new.prev else now,
+               "updated": now, "author": author.did}
+        roles = [(author.did, "creator"), (info.patient, "patient")] if new.prev is None else []
+        # Where protect() already pinned everything, the reconciler only re-checks later.
+        status, replicas = s.initial_pin
+        first_look = time.time() + cfg.verify_interval if s.pinner.pinned_on_protect else 0
+        codes = summary.codes if summary else []
+
+        def commit(conn: sqlite3.Connection) -> None:
+            if new.prev is not None:
+                _check_readers(conn, new.prev["cid"], new.readers, now)
+            try:
+                records.save_version(conn, row, envelopes, codes, prev_cid=new.prev["cid"] if new.prev else None,
+                                     roles=roles)
+            except sqlite3.IntegrityError:
+                raise Conflict("the record changed while this version was written; retry",
+                               "version_conflict") from None
+            s.want_pins(conn, [(row["cid"], "manifest"), *((e["cid"], "envelope") for e in envelopes)],
+                        new.record_id, now, first_look)
+            if new.also is not None:
+                new.also(conn, now)
+            audit.append(conn, now, new.caller.did, new.action, new.record_id, "ok",
+                         {"version": new.version, "size": sealed.size})
+
+        await s.db.write(commit)
+        s.kick_reconciler()
+        s.metrics.records_written.inc()
+        s.metrics.bytes_written.inc(sealed.size)
+        log.info("record version stored", extra={"record": new.record_id, "version": new.version,
+                                                  "size": sealed.size, "chunks": len(sealed.chunks)})
+        return record_view({**row, "pin_status": status, "pin_replicas": replicas})
+
+
+def _check_readers(conn: sqlite3.Connection, prev_manifest: str, readers: list[dict], now: str) -> None:
+    """Every reader sealed for must still hold a live envelope for the version
+    this one continues (a revoke that committed meanwhile wins)."""
+    live = {e["recipient"] for e in records.live_grants(conn, prev_manifest, now)}
+    if any(r["recipient"] not in live for r in readers):
+        raise Conflict("the record's readers changed while this version was written; retry", "version_conflict")
