@@ -138,7 +138,7 @@ async def test_pins_listing_and_recover(tmp_path, aiohttp_client, topology):
         unknown = await api.client.get("/v1/pins/bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy",
                                        headers=api.auth())
         assert unknown.status == 404
-        health = await (await api.client.get("/v1/health")).json()
+        health = await (await api.client.get("/v1/health", headers=api.auth())).json()
         assert health["checks"]["pins"]["peers"] == 3 and health["backend"] == "cluster"
         trail = await (await api.client.get("/v1/audit", headers=api.auth())).json()
         assert "pin_recover" in {e["action"] for e in trail["items"]}
