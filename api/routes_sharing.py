@@ -18,8 +18,9 @@ CAR_TYPE = "application/vnd.ipld.car"
 @scope("share")
 async def grant(request: web.Request) -> web.Response:
     body = await json_object(request)
-    result = await request.app[VAULT].sharing.grant(caller_of(request), request.match_info["id"], body.get("recipient"),
-                                            body.get("expires"))
+    result = await request.app[VAULT].sharing.grant(caller_of(request), request.match_info["id"],
+                                                    body.get("recipient"), body.get("expires"),
+                                                    body.get("write", False))
     return web.json_response(result, status=201)
 
 

@@ -12,7 +12,8 @@ from what a signed manifest claims (see docs/SECURITY.md):
   recorded patient, its creator, or a writer they authorised.
 - **Share** (grant, list grants, revoke): readable, and the caller is the
   patient; or, unless the node's ``grant_policy`` is ``patient``, one of the
-  record's writers.
+  record's writers. Granting *write* authority (the recipient becomes one of
+  the record's writers) is for the patient and the creator only.
 - **Import**: a record new to this node may be added. A version of a
   record the node holds is accepted only as the exact continuation (version
   current+1, ``prev`` = the current manifest CID, same patient) by one of
@@ -44,6 +45,7 @@ class Action(enum.Enum):
     UPDATE = "update"
     ERASE = "erase"
     GRANT = "grant"
+    GRANT_WRITE = "grant_write"
     LIST_GRANTS = "grants"
     REVOKE = "revoke"
     IMPORT = "import"
@@ -105,6 +107,9 @@ def allowed(actor: str, action: Action, record: RecordFacts | None, *, scopes: f
     if action in _CHANGES:
         return None if record.is_writer(actor) else Forbidden(
             "only the record's patient, creator or an authorised writer may change or erase it", "not_owner")
+    if action is Action.GRANT_WRITE:
+        return None if record.roles.get(actor, set()) & {"patient", "creator"} else Forbidden(
+            "only the record's patient or creator may authorise another writer", "not_owner")
     if action in _SHARES:
         if actor == record.patient:
             return None

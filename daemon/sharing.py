@@ -54,7 +54,7 @@ class Sharing:
         self._writer = writer
 
     async def _store_envelopes(self, caller: Caller, blocks: list[Block], rows: list[dict], action: str,
-                               details: list[dict]) -> None:
+                               details: list[dict], writer: str | None = None) -> None:
         """Stores, protects and indexes new envelopes (and their audit entries)
         in one commit, which first checks that each still names its record's
         current manifest (a new version meanwhile makes the grant moot: 409)."""
@@ -70,6 +70,8 @@ class Sharing:
                 if current is None or current["cid"] != row["manifest"]:
                     raise Conflict("the record changed while access was being granted; retry", "version_conflict")
             records.add_envelopes(conn, rows)
+            for row in rows if writer else ():
+                records.add_role(conn, row["record_id"], writer, "writer")
             for row, detail in zip(rows, details):
                 s.want_pins(conn, [(row["cid"], "envelope")], row["record_id"], now)
                 audit.append(conn, now, caller.did, action, row["record_id"], "ok", detail)
@@ -77,25 +79,29 @@ class Sharing:
         await s.db.write(commit)
         s.kick_reconciler()
 
-    async def _prepare_grant(self, caller: Caller, record_id, recipient: str, expires: str | None,
-                             now: str) -> tuple[Block, dict]:
+    async def _prepare_grant(self, caller: Caller, record_id, recipient: str, expires: str | None, now: str,
+                             write: bool) -> tuple[Block, dict]:
         if not isinstance(record_id, str):
             raise BadRequest("records must be a list of record ids", "bad_records")
-        row = (await self._access.require(caller, Action.GRANT, record_id)).row
+        row = (await self._access.require(caller, Action.GRANT_WRITE if write else Action.GRANT, record_id)).row
         opened = await self._s.open_version(caller.did, row, caller.has("emergency"))
         block = build_envelope(opened.manifest.cid, opened.dek, recipient, self._s.key_of(caller.did), now, expires)
         return block, {"cid": str(block.cid), "record_id": record_id, "version": row["version"],
                        "manifest": row["cid"], "recipient": recipient, "granter": caller.did, "role": "grant",
                        "granted": now, "expires": expires}
 
-    async def grant(self, caller: Caller, record_id: str, recipient, expires=None) -> dict:
-        """Seals the current version's key to ``recipient``; returns the envelope and share token."""
-        result = await self.grant_many(caller, [record_id], recipient, expires)
+    async def grant(self, caller: Caller, record_id: str, recipient, expires=None, write: bool = False) -> dict:
+        """Seals the current version's key to ``recipient``; returns the envelope
+        and share token. ``write`` also makes the recipient one of the record's
+        writers on this node (its versions, made here or imported, are accepted)."""
+        result = await self.grant_many(caller, [record_id], recipient, expires, write)
         return result["items"][0]
 
-    async def grant_many(self, caller: Caller, record_ids, recipient, expires=None) -> dict:
+    async def grant_many(self, caller: Caller, record_ids, recipient, expires=None, write: bool = False) -> dict:
         """One recipient, many records, one commit (the batch grant endpoint)."""
         recipient = did_param(recipient, "recipient")
+        if not isinstance(write, bool):
+            raise BadRequest("write must be true or false", "bad_write")
         expires = future_time(expires) if expires is not None else None
         if not isinstance(record_ids, list) or not 1 <= len(record_ids) <= MAX_BATCH:
             raise BadRequest(f"records must be a list of 1 to {MAX_BATCH} record ids", "bad_records")
@@ -104,15 +110,17 @@ class Sharing:
 
         async def one(record_id):
             async with gate:
-                return await self._prepare_grant(caller, record_id, recipient, expires, now)
+                return await self._prepare_grant(caller, record_id, recipient, expires, now, write)
 
         prepared = await asyncio.gather(*[one(r) for r in record_ids])
         blocks = [block for block, _ in prepared]
         rows = [row for _, row in prepared]
         await self._store_envelopes(caller, blocks, rows, "grant",
-                                    [{"recipient": recipient, "expires": expires, "envelope": r["cid"]} for r in rows])
+                                    [{"recipient": recipient, "expires": expires, "envelope": r["cid"], "write": write}
+                                     for r in rows], writer=recipient if write else None)
         return {"items": [{"record": r["record_id"], "envelope": r["cid"], "recipient": recipient,
-                           "expires": expires, "share": share_token(r["manifest"], r["cid"])} for r in rows]}
+                           "expires": expires, "write": write, "share": share_token(r["manifest"], r["cid"])}
+                          for r in rows]}
 
     async def grants(self, caller: Caller, record_id: str) -> list[dict]:
         row = (await self._access.require(caller, Action.LIST_GRANTS, record_id)).row
@@ -141,6 +149,7 @@ class Sharing:
 
             def revoke_in(conn: sqlite3.Connection, now: str) -> None:
                 revoked.extend(records.revoke_envelopes(conn, record_id, recipient, now))
+                records.drop_role(conn, record_id, recipient, "writer")
                 pins.unwant(conn, old if rotate else revoked, now)
                 audit.append(conn, now, caller.did, "revoke", record_id, "ok",
                              {"recipient": recipient, "rotate": rotate, "envelopes": len(revoked)})

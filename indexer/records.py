@@ -88,6 +88,11 @@ def add_role(conn: sqlite3.Connection, record_id: str, principal: str, role: str
                  (record_id, principal, role))
 
 
+def drop_role(conn: sqlite3.Connection, record_id: str, principal: str, role: str) -> None:
+    conn.execute("DELETE FROM record_roles WHERE record_id = ? AND principal = ? AND role = ?",
+                 (record_id, principal, role))
+
+
 def live_envelope(conn: sqlite3.Connection, manifest: str, caller: str, now: str,
                   emergency: bool = False) -> dict | None:
     """The caller's newest live envelope naming exactly this manifest."""
