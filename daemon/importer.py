@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from indexer import audit, pins, records
 
@@ -92,6 +92,11 @@ class Imports:
             raise Forbidden("this share is not addressed to you", "not_recipient") from None
         except (SignatureError, FormatError):
             raise InvalidRecord("the envelope's signature or contents are invalid", "bad_envelope") from None
+        try:  # stored in the canonical form: expiry is compared as text in SQL
+            grant = replace(grant, granted=timeutil.parse_time(grant.granted),
+                            expires=None if grant.expires is None else timeutil.parse_time(grant.expires))
+        except (ValueError, OverflowError):
+            raise InvalidRecord("the envelope's times are not RFC 3339", "bad_envelope") from None
         if grant.expires is not None and grant.expires <= timeutil.now():
             raise Forbidden("this grant has expired", "grant_expired")
         try:
@@ -118,6 +123,7 @@ class Imports:
 
     async def _admit(self, caller: Caller, items: list[Verified], via: str, spool: CarSpool | None = None) -> list:
         s = self._s
+        items = sorted(items, key=lambda v: (v.body["record"], v.body["version"]))  # a CAR may hold v1 and v2
         ids = [v.body["record"] for v in items]
         async with s.locks.hold(*ids):
             now = timeutil.now()
