@@ -559,12 +559,14 @@ async def test_share_bad_signed_metadata_is_422(on_kubo, case):
 
 # ---- no revocation race ------------------------------------------------------
 
-@pytest.mark.parametrize("first", ["put", "revoke"])
-async def test_revoke_racing_a_put_leaves_no_live_envelope(tmp_path, aiohttp_client, first):
-    """A large PUT (new version) in flight while the patient revokes a reader
-    with rotation. Today: the PUT re-issues envelopes to the reader list it
-    read before the revocation, commits between the revocation and the
-    rotation, and the revoked reader reads the new version."""
+@pytest.mark.parametrize(("first", "rotate"), [("put", "true"), ("revoke", "true"), ("put", "false")])
+async def test_revoke_racing_a_put_leaves_no_live_envelope(tmp_path, aiohttp_client, first, rotate):
+    """A large PUT (new version) in flight while the patient revokes a reader.
+    Today, PUT first: the PUT re-issues envelopes to the reader list it read
+    before the revocation and commits between the revocation and the
+    rotation, so the revoked reader reads the new version (with rotate=false
+    the revoke even answers 200). Revoke first: the rotation loses to the PUT
+    (409) and a retry answers `grant_not_found` though the rotation is owed."""
     vault, info = await make_node(str(tmp_path / "race"), chunk_size=4096)
     try:
         client = await aiohttp_client(make_app(vault))
@@ -594,7 +596,8 @@ async def test_revoke_racing_a_put_leaves_no_live_envelope(tmp_path, aiohttp_cli
             return resp.status, await resp.text()
 
         async def revoke():
-            resp = await client.delete(f"/v1/records/{rid}/grants/{reader}", headers=auth(patient_token))
+            resp = await client.delete(f"/v1/records/{rid}/grants/{reader}", params={"rotate": rotate},
+                                       headers=auth(patient_token))
             return resp.status, await resp.text()
 
         async def revocation_seen() -> bool:
@@ -623,21 +626,27 @@ async def test_revoke_racing_a_put_leaves_no_live_envelope(tmp_path, aiohttp_cli
         (put_status, put_text), (revoke_status, revoke_text) = await asyncio.gather(put_task, revoke_task)
         assert put_status in (200, 409), put_text
         assert revoke_status in (200, 409), revoke_text
-        if revoke_status != 200:  # the rotation is owed: a retry finishes it, never grant_not_found
-            resp = await client.delete(f"/v1/records/{rid}/grants/{reader}", headers=auth(patient_token))
-            assert resp.status == 200, f"a retried revoke answered {resp.status}: {await resp.text()}"
+        outcome = f"PUT {put_status}, revoke {revoke_status}"
 
-        for path in ("", "/content"):
-            resp = await client.get(f"/v1/records/{rid}{path}", headers=auth(reader_token))
-            assert resp.status == 404, (f"the revoked reader can read the current version ({path or '/'}): "
-                                        f"PUT {put_status}, revoke {revoke_status}")
+        async def reader_locked_out(when: str) -> None:
+            for path in ("", "/content"):
+                resp = await client.get(f"/v1/records/{rid}{path}", headers=auth(reader_token))
+                assert resp.status == 404, \
+                    f"{when}, the revoked reader reads the current version ({path or '/'}; {outcome})"
+
+        await reader_locked_out("once both answered")
+        if revoke_status != 200:  # the rotation is owed: a retry finishes it, never grant_not_found
+            resp = await client.delete(f"/v1/records/{rid}/grants/{reader}", params={"rotate": rotate},
+                                       headers=auth(patient_token))
+            assert resp.status == 200, f"a retried revoke answered {resp.status}: {await resp.text()} ({outcome})"
+            await reader_locked_out("after the retry")
         view = await (await client.get(f"/v1/records/{rid}", headers=auth(patient_token))).json()
         live = await vault.db.read(lambda c: c.execute(
             "SELECT COUNT(*) FROM envelopes WHERE record_id = ? AND version = ? AND recipient = ?"
             " AND revoked IS NULL", (rid, view["version"], reader)).fetchone()[0])
         assert live == 0, "the revoked reader holds a live envelope for the current version"
         content = await (await client.get(f"/v1/records/{rid}/content", headers=auth(patient_token))).read()
-        assert content == (head + tail if put_status == 200 else original), "the patient's data was lost"
+        assert content == (head + tail if put_status == 200 else original), f"the patient's data was lost ({outcome})"
         resp = await client.get("/v1/audit/verify", headers=api.auth())
         assert (await resp.json())["ok"] is True
     finally:
