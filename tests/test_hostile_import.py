@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass, field
 
 import pytest
+from multiformats import CID
 
 from api.app import make_app
 from daemon.blocks import Block
@@ -126,8 +127,18 @@ def _local_blocks(scene: Scene) -> set[str]:
     return found
 
 
+def _multihash(cid_text: str) -> str:
+    """Kubo keys its blockstore by multihash: `refs local` lists a dag-cbor
+    block as a raw CID. Compare blocks by multihash, whatever the codec."""
+    return CID.decode(cid_text).digest.hex()
+
+
 def _kubo_lines(scene: Scene, *args: str) -> set[str]:
     return {line.strip() for line in scene.kubo.ipfs(*args).decode().splitlines() if line.strip()}
+
+
+def _kubo_blocks(scene: Scene) -> set[str]:
+    return {_multihash(c) for c in _kubo_lines(scene, "refs", "local")}
 
 
 async def _index_rows(scene: Scene) -> dict:
@@ -154,7 +165,7 @@ async def snapshot(scene: Scene) -> dict:
     if scene.kubo is None:
         snap["blocks"] = _local_blocks(scene)
     else:
-        snap["blocks"] = _kubo_lines(scene, "refs", "local")
+        snap["blocks"] = _kubo_blocks(scene)
         snap["pins"] = _kubo_lines(scene, "pin", "ls", "--type=recursive", "--quiet")
     await _audit_ok(scene)
     return snap
@@ -168,13 +179,14 @@ async def assert_untouched(scene: Scene, before: dict, forged_cids: set[str] = f
         after = _local_blocks(scene)
         assert after == before["blocks"], f"blocks were stored by a refused import: {sorted(after - before['blocks'])}"
     else:
-        after = _kubo_lines(scene, "refs", "local")
+        after = _kubo_blocks(scene)
         assert after == before["blocks"], \
-            f"blocks stayed in the victim node's Kubo after a refused import: {sorted(after - before['blocks'])}"
+            f"blocks stayed in the victim node's Kubo after a refused import (multihashes): " \
+            f"{sorted(after - before['blocks'])}"
         pins = _kubo_lines(scene, "pin", "ls", "--type=recursive", "--quiet")
         assert pins == before["pins"], f"a refused import left pins: {sorted(pins - before['pins'])}"
         for cid in forged_cids:
-            assert cid not in after, cid
+            assert _multihash(cid) not in after, f"the victim node's Kubo holds the forged block {cid}"
     assert await _index_rows(scene) == before["index"], "a refused import changed the index"
     await _audit_ok(scene)
     await assert_attacker_sees_nothing(scene)
@@ -182,7 +194,7 @@ async def assert_untouched(scene: Scene, before: dict, forged_cids: set[str] = f
 
 
 def assert_no_new_blocks(scene: Scene, before: dict) -> None:
-    now = _local_blocks(scene) if scene.kubo is None else _kubo_lines(scene, "refs", "local")
+    now = _local_blocks(scene) if scene.kubo is None else _kubo_blocks(scene)
     assert now == before["blocks"], f"a refused import left blocks behind: {sorted(now - before['blocks'])}"
 
 
@@ -432,6 +444,16 @@ async def test_car_bad_signed_metadata_is_422(local, case):
     await assert_untouched(local, before, forged.cids)
 
 
+async def test_number_record_id_cannot_break_audit_verify(local):
+    """Attack: a validly signed record whose id is the number 123456. Today it
+    is imported and its audit entry (hashed with the number, stored as text)
+    breaks /v1/audit/verify for good. The chain is checked before the status."""
+    forged = bad_metadata_record(local.offline, local.attacker.did, "record-id-number")
+    resp = await send_car(local, car_for(forged))
+    await _audit_ok(local)
+    await expect_error(resp, 422, "bad_metadata")
+
+
 # ---- CAR: blocks that don't belong ------------------------------------------
 
 async def test_car_block_not_matching_its_cid_stores_nothing(local):
@@ -555,6 +577,70 @@ async def test_share_bad_signed_metadata_is_422(on_kubo, case):
     message = await expect_error(await send_share(scene, remote, forged), 422, "bad_metadata")
     assert BAD_METADATA[case][0] in message, message
     await assert_untouched(scene, before, forged.cids)
+
+
+async def test_share_envelope_for_someone_else_leaves_nothing_in_kubo(on_kubo):
+    """Attack: a share token whose envelope is sealed to another principal.
+    Refused as `not_recipient` today, but the envelope block the victim node
+    fetched over the swarm stays in its Kubo."""
+    scene, remote = on_kubo
+    before = await snapshot(scene)
+    forged = forge.forge(scene.offline, new_record_id(), 1)
+    forge.seal_to(forged, scene.offline.did, scene.offline)
+    await expect_error(await send_share(scene, remote, forged), 403, "not_recipient")
+    await assert_untouched(scene, before, forged.cids)
+
+
+# ---- attacks the rules above do not name -------------------------------------
+
+async def test_revoked_reader_cannot_reimport_its_old_envelope(local):
+    """Attack: a reader exports the record as a CAR while granted, is revoked
+    without rotation (the patient chose not to re-encrypt), then imports the
+    saved CAR: the patient-signed envelope is genuine and names the current
+    manifest. A revoked envelope must stay revoked. Today the import stores
+    the blocks again and answers 500."""
+    reader_did, reader_token = await local.api.principal("reader", ("read", "write"))
+    rid = local.record["id"]
+    resp = await local.client.post(f"/v1/records/{rid}/grants", json={"recipient": reader_did},
+                                   headers=auth(local.victim_token))
+    assert resp.status == 201, await resp.text()
+    resp = await local.client.get("/v1/exports", params={"patient": local.victim.did}, headers=auth(reader_token))
+    assert resp.status == 200, await resp.text()
+    saved = await resp.read()
+    resp = await local.client.delete(f"/v1/records/{rid}/grants/{reader_did}", params={"rotate": "false"},
+                                     headers=auth(local.victim_token))
+    assert resp.status == 200, await resp.text()
+    before = await snapshot(local)
+    resp = await send_car(local, saved, token=reader_token)
+    assert resp.status < 500, f"got {resp.status}: {await resp.text()}"
+    if resp.status == 201:
+        assert (await resp.json())["items"] == [], "the revoked envelope was imported again"
+    for path in ("", "/content"):
+        resp = await local.client.get(f"/v1/records/{rid}{path}", headers=auth(reader_token))
+        assert resp.status == 404, f"the revoked reader reads the record again ({path or '/'})"
+    await assert_untouched(local, before)
+
+
+async def test_reused_id_of_an_erased_record_reveals_no_history(local):
+    """Attack: the victim erases a record; the attacker imports a new record of
+    its own under the erased id. The id is new on the node, so the import may
+    be taken (or refused), but it must not open the victim's audit trail of
+    that id (who wrote, viewed, was granted, erased). Today it does."""
+    rid = local.record["id"]
+    other_did, _ = await local.api.principal("clinician", ("read",))
+    resp = await local.client.post(f"/v1/records/{rid}/grants", json={"recipient": other_did},
+                                   headers=auth(local.victim_token))
+    assert resp.status == 201
+    assert (await local.client.delete(f"/v1/records/{rid}", headers=auth(local.victim_token))).status == 204
+    forged = forge.forge(local.offline, rid, 1)
+    forge.seal_to(forged, local.attacker.did, local.offline)
+    resp = await send_car(local, car_for(forged))
+    assert resp.status in (201, 409), await resp.text()
+    trail = await (await local.client.get("/v1/audit", params={"record": rid},
+                                          headers=auth(local.attacker_token))).json()
+    leaked = [(e["action"], e["actor"]) for e in trail["items"] if e["actor"] != local.attacker.did]
+    assert leaked == [], f"the attacker reads the erased record's history: {leaked}"
+    await _audit_ok(local)
 
 
 # ---- no revocation race ------------------------------------------------------
