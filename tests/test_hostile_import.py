@@ -17,6 +17,7 @@ the victim can still write the next version.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -343,6 +344,20 @@ async def test_car_claimed_patient_grants_nothing(local):
                                      headers=auth(local.attacker_share_token))
     assert resp.status == 404, f"the self-declared patient revoked: {resp.status}"
     await assert_untouched(local, before, forged.cids)
+
+
+async def test_car_author_cannot_reassign_the_patient(local):
+    """Attack from inside: the record's creator (who may write it) signs a
+    correct continuation that names itself as patient, to take the patient's
+    control. The patient of a record does not change: 403."""
+    record = await local.api.put(os.urandom(6000), "application/pdf", patient=local.victim.did, title=VICTIM_TITLE)
+    scene = dataclasses.replace(local, record=record)
+    owner = local.vault.keys.get(local.api.owner_did)
+    before = await snapshot(scene)
+    forged = forge.forge(owner, record["id"], record["version"] + 1, prev=record["cid"], patient=owner.did)
+    forge.seal_to(forged, owner.did, owner)
+    await expect_error(await send_car(scene, car_for(forged), token=local.api.owner_token), 403, "not_authorized")
+    await assert_untouched(scene, before, forged.cids)
 
 
 async def test_car_stale_version_is_refused(local):
@@ -726,11 +741,8 @@ async def test_revoke_racing_a_put_leaves_no_live_envelope(tmp_path, aiohttp_cli
                                        headers=auth(patient_token))
             assert resp.status == 200, f"a retried revoke answered {resp.status}: {await resp.text()} ({outcome})"
             await reader_locked_out("after the retry")
-        view = await (await client.get(f"/v1/records/{rid}", headers=auth(patient_token))).json()
-        live = await vault.db.read(lambda c: c.execute(
-            "SELECT COUNT(*) FROM envelopes WHERE record_id = ? AND version = ? AND recipient = ?"
-            " AND revoked IS NULL", (rid, view["version"], reader)).fetchone()[0])
-        assert live == 0, "the revoked reader holds a live envelope for the current version"
+        page = await (await client.get("/v1/records", headers=auth(reader_token))).json()
+        assert rid not in {r["id"] for r in page["items"]}, f"the revoked reader still finds the record ({outcome})"
         content = await (await client.get(f"/v1/records/{rid}/content", headers=auth(patient_token))).read()
         assert content == (head + tail if put_status == 200 else original), f"the patient's data was lost ({outcome})"
         resp = await client.get("/v1/audit/verify", headers=api.auth())
