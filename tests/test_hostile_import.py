@@ -438,7 +438,8 @@ def bad_metadata_record(author: Principal, recipient: str, case: str) -> forge.F
     data = os.urandom(3000)
     size = fields.pop("size", len(data))
     prev = fields.pop("prev", None)
-    if version != 1 and prev is None:  # a later version of a record new here: prev names its predecessor
+    later = isinstance(version, int) and not isinstance(version, bool) and version > 1
+    if later and prev is None:  # a later version of a record new here: prev names its predecessor
         prev = str(forge.forge(author, record_id, 1).manifest.cid)
     body = forge.body_for(record_id, version, author.did, size=size, prev=None if prev is DROP else prev, **fields)
     if prev is DROP:
