@@ -18,7 +18,8 @@ from what a signed manifest claims (see docs/SECURITY.md):
   record the node holds is accepted only as the exact continuation (version
   current+1, ``prev`` = the current manifest CID, same patient) by one of
   the record's writers; another envelope for the current manifest is
-  accepted; anything else is refused.
+  accepted; an envelope this node revoked stays revoked; anything else is
+  refused.
 - **Break-glass**: the ``emergency`` scope and a record that exists.
 
 Denials that must not reveal a record exists are 404; a reader who may not
@@ -86,6 +87,7 @@ class Incoming:
     prev: str | None
     patient: str | None
     author: str
+    revoked: bool = False  # the envelope it came with was revoked on this node before
 
 
 def allowed(actor: str, action: Action, record: RecordFacts | None, *, scopes: frozenset[str] = frozenset(),
@@ -121,6 +123,8 @@ def allowed(actor: str, action: Action, record: RecordFacts | None, *, scopes: f
 
 
 def _import_allowed(record: RecordFacts | None, incoming: Incoming) -> VaultError | None:
+    if incoming.revoked:
+        return Forbidden("this grant was revoked on this node", "grant_revoked")
     if record is None:
         return None  # new to this node: nobody's record is touched
     row = record.row

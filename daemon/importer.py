@@ -48,10 +48,10 @@ class Verified:
     body: dict
     cids: list[Cid]  # every block the version needs: envelope, manifest, link blocks, chunks
 
-    @property
-    def incoming(self) -> Incoming:
+    def incoming(self, revoked: set[str]) -> Incoming:
         b = self.body
-        return Incoming(str(self.manifest.cid), b["record"], b["version"], b["prev"], b.get("patient"), b["author"])
+        return Incoming(str(self.manifest.cid), b["record"], b["version"], b["prev"], b.get("patient"), b["author"],
+                        str(self.grant.envelope) in revoked)
 
 
 def _bad_metadata(exc: FormatError) -> InvalidRecord:
@@ -127,10 +127,12 @@ class Imports:
         ids = [v.body["record"] for v in items]
         async with s.locks.hold(*ids):
             now = timeutil.now()
-            decisions = await s.db.read(lambda conn: [
-                (v, facts_in(conn, v.body["record"], caller.did, now)) for v in items])
+            envelopes = [str(v.grant.envelope) for v in items]
+            decisions, revoked = await s.db.read(lambda conn: (
+                [(v, facts_in(conn, v.body["record"], caller.did, now)) for v in items],
+                records.revoked_envelopes(conn, envelopes)))
             for verified, facts in decisions:
-                error = allowed(verified.body["author"], Action.IMPORT, facts, incoming=verified.incoming)
+                error = allowed(verified.body["author"], Action.IMPORT, facts, incoming=verified.incoming(revoked))
                 if error is not None:
                     raise error
             if spool is not None:
@@ -161,7 +163,8 @@ class Imports:
         body, manifest_cid = verified.body, str(verified.manifest.cid)
         now = timeutil.now()
         facts: RecordFacts | None = facts_in(conn, body["record"], caller.did, now)
-        error = allowed(body["author"], Action.IMPORT, facts, incoming=verified.incoming)
+        revoked = records.revoked_envelopes(conn, [str(verified.grant.envelope)])
+        error = allowed(body["author"], Action.IMPORT, facts, incoming=verified.incoming(revoked))
         if error is not None:
             raise error
         codes = [tuple(c) for c in body.get("codes") or []]

@@ -88,6 +88,16 @@ def add_role(conn: sqlite3.Connection, record_id: str, principal: str, role: str
                  (record_id, principal, role))
 
 
+def revoked_envelopes(conn: sqlite3.Connection, cids: list[str]) -> set[str]:
+    """Those of ``cids`` this node holds as revoked (a revoked grant stays revoked)."""
+    found: set[str] = set()
+    for start in range(0, len(cids), 500):
+        batch = cids[start:start + 500]
+        found.update(r["cid"] for r in conn.execute(
+            f"SELECT cid FROM envelopes WHERE revoked IS NOT NULL AND cid IN ({','.join('?' * len(batch))})", batch))
+    return found
+
+
 def drop_role(conn: sqlite3.Connection, record_id: str, principal: str, role: str) -> None:
     conn.execute("DELETE FROM record_roles WHERE record_id = ? AND principal = ? AND role = ?",
                  (record_id, principal, role))
