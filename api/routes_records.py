@@ -12,7 +12,6 @@ from daemon.record_input import RecordInput
 from .auth import caller_of, scope
 from .keys import VAULT
 from .errors import error_response, status_of
-from .params import int_param
 
 log = logging.getLogger("medvault.api")
 routes = web.RouteTableDef()
@@ -49,11 +48,7 @@ async def create_record(request: web.Request) -> web.Response:
 @routes.get("/v1/records")
 @scope("read")
 async def search_records(request: web.Request) -> web.Response:
-    q = request.query
-    result = await request.app[VAULT].records.search(
-        caller_of(request), patient=q.get("patient"), type=q.get("type"), tags=q.getall("tag", []),
-        code=q.get("code"), since=q.get("since"), until=q.get("until"), q=q.get("q"),
-        limit=int_param(request, "limit", 100), cursor=q.get("cursor"))
+    result = await request.app[VAULT].records.search(caller_of(request), list(request.query.items()))
     return web.json_response(result)
 
 

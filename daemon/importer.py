@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
-from indexer import audit, pins, records
+from indexer import audit, pins, records, search
 
 from . import car, crypto, timeutil
 from .access import AccessPolicy, Action, Incoming, RecordFacts, allowed, facts_in
@@ -246,13 +246,13 @@ class Imports:
         versions, all their live envelopes) as a CAR; roots are the envelopes."""
         s = self._s
         patient = did_param(patient, "patient")
-        rows, before = [], None
+        query = search.Query(caller.did, timeutil.now(), caller.has("emergency"), refs=[[search.Term(patient)]],
+                             limit=1000)
+        rows = []
         while True:
-            page, before = await s.db.read(records.search, caller.did, timeutil.now(),
-                                           emergency=caller.has("emergency"), patient=patient, before_seq=before,
-                                           limit=1000)
+            page, query.after = await s.db.read(search.run, query)
             rows.extend(page)
-            if before is None:
+            if query.after is None:
                 break
         envelopes = []
         for row in rows:

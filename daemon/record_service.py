@@ -11,18 +11,16 @@ import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from indexer import audit, pins, records
+from indexer import audit, pins, records, search
 
-from . import timeutil
+from . import search_params, timeutil
 from .access import AccessPolicy, Action
 from .auth import Caller
 from .cid import Cid
-from .errors import BadRequest
-from .identity import InvalidDid, check_did
 from .reader import plaintext
 from .record_input import RecordInput
 from .version_writer import NewVersion, VersionWriter
-from .views import decode_cursor, encode_cursor, new_record_id, page_limit, record_view
+from .views import new_record_id, record_view
 
 log = logging.getLogger("medvault.vault")
 
@@ -100,28 +98,12 @@ class Records:
                  "created": v["created"], "author": v["author"]}
                 for v in await self._s.db.read(records.versions, record_id)]
 
-    async def search(self, caller: Caller, *, patient: str | None = None, type: str | None = None,
-                     tags: list[str] | None = None, code: str | None = None, since: str | None = None,
-                     until: str | None = None, q: str | None = None, limit: int = 100,
-                     cursor: str | None = None) -> dict:
-        if patient is not None:
-            try:
-                check_did(patient)
-            except InvalidDid:
-                raise BadRequest("patient must be an Ed25519 did:key", "bad_patient") from None
-        for name, value in (("since", since), ("until", until)):
-            if value is not None:
-                try:
-                    timeutil.check_clinical_date(value)
-                except ValueError:
-                    raise BadRequest(f"{name} must be an ISO 8601 date or date-time", f"bad_{name}") from None
-        page_limit(limit)
-        before = decode_cursor(cursor) if cursor else None
-        rows, next_seq = await self._s.db.read(
-            records.search, caller.did, timeutil.now(), emergency=caller.has("emergency"), patient=patient,
-            type=type, tags=tags, code=code, since=since, until=until, q=q, before_seq=before, limit=limit)
+    async def search(self, caller: Caller, items: list[tuple[str, str]]) -> dict:
+        """Records the caller can read, by the parameters of daemon/search_params."""
+        query = search_params.parse(items, caller.did, timeutil.now(), caller.has("emergency"))
+        rows, position = await self._s.db.read(search.run, query)
         return {"items": [record_view(r) for r in rows],
-                "next": encode_cursor(next_seq) if next_seq is not None else None}
+                "next": search_params.encode_cursor(position, query.sort) if position else None}
 
     # ---- erasure --------------------------------------------------------
 

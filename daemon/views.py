@@ -20,21 +20,6 @@ def new_record_id() -> str:
     return base64.b32encode(secrets.token_bytes(16)).decode().lower().rstrip("=")
 
 
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"s": seq}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        doc = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        seq = doc["s"]
-        if not isinstance(seq, int) or seq < 0:
-            raise ValueError
-        return seq
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise BadRequest("the cursor is not one this server issued", "bad_cursor") from None
-
-
 def check_record_id(record_id: str) -> str:
     if not _RECORD_ID.match(record_id or ""):
         raise BadRequest("a record id is 26 base32 characters", "bad_id")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from . import dates
+
 LIVE_ENVELOPE = (
     "SELECT 1 FROM envelopes e WHERE e.manifest = r.cid AND e.record_id = r.id"
     " AND e.recipient = :caller AND e.revoked IS NULL AND (e.expires IS NULL OR e.expires > :now)"
@@ -26,7 +28,8 @@ _SELECT = ("SELECT r.*, p.status AS pin_status, p.replicas AS pin_replicas"
            " FROM records r LEFT JOIN pins p ON p.cid = r.cid")
 
 
-def _row(row: sqlite3.Row | None) -> dict | None:
+def row_of(row: sqlite3.Row | None) -> dict | None:
+    """A record row as a dict, tags decoded."""
     if row is None:
         return None
     record = dict(row)
@@ -45,6 +48,7 @@ def save_version(conn: sqlite3.Connection, record: dict, envelopes: list[dict], 
               "date", "size", "created", "updated", "author")
     values = {k: record.get(k) for k in fields}
     values["tags"] = json.dumps(record.get("tags") or [])
+    values["date_lo"], values["date_hi"] = _date_range(record.get("date"))
     if prev_cid is None:
         conn.execute(
             f"INSERT INTO records ({', '.join(values)}) VALUES ({', '.join(':' + k for k in values)})", values)
@@ -54,25 +58,41 @@ def save_version(conn: sqlite3.Connection, record: dict, envelopes: list[dict], 
             " WHERE id = :id AND cid = :prev AND version < :version", {**values, "prev": prev_cid})
         if updated.rowcount != 1:
             raise sqlite3.IntegrityError("record changed concurrently")
-        conn.execute("DELETE FROM record_tags WHERE record_id = ?", (record["id"],))
-        conn.execute("DELETE FROM record_codes WHERE record_id = ?", (record["id"],))
     conn.execute(
         "INSERT INTO versions (record_id, version, cid, size, content_type, created, author)"
         " VALUES (:id, :version, :cid, :size, :content_type, :updated, :author)", values)
     add_envelopes(conn, envelopes, strict=True)
-    conn.executemany("INSERT OR IGNORE INTO record_tags (record_id, tag) VALUES (?, ?)",
-                     [(record["id"], tag) for tag in record.get("tags") or []])
-    conn.executemany("INSERT OR IGNORE INTO record_codes (record_id, system, code) VALUES (?, ?, ?)",
-                     [(record["id"], system, code) for system, code in codes])
+    seq = conn.execute("SELECT seq FROM records WHERE id = ?", (record["id"],)).fetchone()[0]
+    conn.execute("DELETE FROM search_terms WHERE seq = ?", (seq,))
+    conn.executemany("INSERT OR IGNORE INTO search_terms (seq, kind, system, value) VALUES (?, ?, ?, ?)",
+                     [(seq, kind, system, value) for kind, system, value in _terms(record, codes)])
     conn.executemany("INSERT OR IGNORE INTO record_roles (record_id, principal, role) VALUES (?, ?, ?)",
                      [(record["id"], principal, role) for principal, role in roles if principal])
+
+
+def _date_range(text: str | None) -> tuple[int | None, int | None]:
+    try:
+        return dates.date_range(text) if text else (None, None)
+    except ValueError:
+        return None, None
+
+
+def _terms(record: dict, codes) -> list[tuple[str, str, str]]:
+    """What a record is found by besides its columns: tags, codes
+    (system, code), references (the patient's did, the FHIR subject) and
+    identifiers (system, value)."""
+    terms = [("tag", "", tag) for tag in record.get("tags") or []]
+    terms += [("code", system or "", code) for system, code in codes]
+    terms += [("ref", "", ref) for ref in (record.get("patient"), record.get("subject")) if ref]
+    terms += [("ident", system or "", value) for system, value in record.get("identifiers") or []]
+    return terms
 
 
 def readable(conn: sqlite3.Connection, record_id: str, caller: str, now: str, emergency: bool = False) -> dict | None:
     """The record row if ``caller`` holds a live envelope for its current manifest."""
     row = conn.execute(f"{_SELECT} WHERE r.id = :id AND EXISTS ({LIVE_ENVELOPE})",
                        {"id": record_id, "caller": caller, "now": now, "emergency": emergency}).fetchone()
-    return _row(row)
+    return row_of(row)
 
 
 def roles(conn: sqlite3.Connection, record_id: str) -> dict[str, set[str]]:
@@ -127,63 +147,15 @@ def all_cids(conn: sqlite3.Connection, record_id: str) -> dict[str, list[str]]:
 
 
 def delete(conn: sqlite3.Connection, record_id: str) -> None:
-    for table, column in (("envelopes", "record_id"), ("versions", "record_id"), ("record_tags", "record_id"),
-                          ("record_codes", "record_id"), ("record_roles", "record_id"), ("records", "id")):
+    conn.execute("DELETE FROM search_terms WHERE seq = (SELECT seq FROM records WHERE id = ?)", (record_id,))
+    for table, column in (("envelopes", "record_id"), ("versions", "record_id"), ("record_roles", "record_id"),
+                          ("records", "id")):
         conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (record_id,))
-
-
-def _fts_query(text: str) -> str:
-    """User text → an FTS5 query of quoted terms (all must match); no syntax leaks through."""
-    terms = [t.replace('"', '""') for t in text.split() if t.strip()]
-    return " ".join(f'"{t}"' for t in terms)
-
-
-def search(conn: sqlite3.Connection, caller: str, now: str, *, emergency: bool = False, patient: str | None = None,
-           type: str | None = None, tags: list[str] | None = None, code: str | None = None,
-           since: str | None = None, until: str | None = None, q: str | None = None,
-           before_seq: int | None = None, limit: int = 100) -> tuple[list[dict], int | None]:
-    """Records ``caller`` can read, newest first, keyset-paginated by ``seq``.
-    Returns (rows, the seq to continue before, or None at the end)."""
-    where = [f"EXISTS ({LIVE_ENVELOPE})"]
-    params: dict = {"caller": caller, "now": now, "emergency": emergency, "limit": limit + 1}
-    if before_seq is not None:
-        where.append("r.seq < :before")
-        params["before"] = before_seq
-    if patient:
-        where.append("r.patient = :patient")
-        params["patient"] = patient
-    if type:
-        where.append("r.type = :type")
-        params["type"] = type
-    for n, tag in enumerate(tags or []):
-        where.append(f"EXISTS (SELECT 1 FROM record_tags t WHERE t.record_id = r.id AND t.tag = :tag{n})")
-        params[f"tag{n}"] = tag
-    if code:
-        system, _, bare = code.rpartition("|")
-        where.append("EXISTS (SELECT 1 FROM record_codes c WHERE c.record_id = r.id AND c.code = :code"
-                     + (" AND c.system = :system)" if system else ")"))
-        params.update(code=bare, system=system)
-    if since:
-        where.append("r.date >= :since")
-        params["since"] = since
-    if until:
-        where.append("r.date <= :until")
-        params["until"] = until
-    if q:
-        query = _fts_query(q)
-        if query:
-            where.append("r.seq IN (SELECT rowid FROM records_fts WHERE records_fts MATCH :q)")
-            params["q"] = query
-    rows = [_row(r) for r in conn.execute(
-        f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY r.seq DESC LIMIT :limit", params)]
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1]["seq"]
-    return rows, None
 
 
 def find(conn: sqlite3.Connection, record_id: str) -> dict | None:
     """The record row whoever may read it (for imports and emergency access)."""
-    return _row(conn.execute(f"{_SELECT} WHERE r.id = ?", (record_id,)).fetchone())
+    return row_of(conn.execute(f"{_SELECT} WHERE r.id = ?", (record_id,)).fetchone())
 
 
 def live_grants(conn: sqlite3.Connection, manifest: str, now: str) -> list[dict]:

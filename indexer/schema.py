@@ -92,7 +92,46 @@ def _m002_record_authority(db: sqlite_utils.Database) -> None:
                " SELECT DISTINCT record_id, author, 'writer' FROM versions")
 
 
-MIGRATIONS = [_m001_initial, _m002_record_authority]
+def _m003_search(db: sqlite_utils.Database) -> None:
+    """Issue 8: dates as UTC instant ranges (``date_lo``/``date_hi``, epoch ms)
+    and one table of search terms (tags, codes, references, identifiers)
+    keyed by the record's ``seq``, indexed by value *and seq*, so a search can
+    walk any one filter newest-first and stop after a page."""
+    from .dates import date_range
+    for column in ("date_lo", "date_hi"):
+        if column not in db["records"].columns_dict:
+            db["records"].add_column(column, int)
+    for seq, text in db.execute("SELECT seq, date FROM records WHERE date IS NOT NULL AND date_lo IS NULL").fetchall():
+        try:
+            lo, hi = date_range(text)
+        except ValueError:
+            continue
+        db.execute("UPDATE records SET date_lo = ?, date_hi = ? WHERE seq = ?", [lo, hi, seq])
+    db["records"].create_index(["cid"], if_not_exists=True)
+    db["records"].create_index(["date_lo", "seq"], if_not_exists=True)
+    db["records"].create_index(["date_hi"], if_not_exists=True)
+    # the few records whose date spans more than a year (long periods): a date
+    # search adds them to its window (indexer/search.py), found by this index
+    db.execute("CREATE INDEX IF NOT EXISTS records_wide ON records (seq) WHERE date_hi - date_lo > 31622400000")
+    db.execute("CREATE TABLE IF NOT EXISTS search_terms (seq INTEGER NOT NULL, kind TEXT NOT NULL,"
+               " system TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (seq, kind, system, value)) WITHOUT ROWID")
+    db.execute("CREATE INDEX IF NOT EXISTS search_terms_value ON search_terms (kind, value, seq)")
+    db.execute("CREATE INDEX IF NOT EXISTS search_terms_system ON search_terms (kind, system, value, seq)")
+    if "record_tags" in db.table_names():
+        db.execute("INSERT OR IGNORE INTO search_terms SELECT r.seq, 'tag', '', t.tag FROM record_tags t"
+                   " JOIN records r ON r.id = t.record_id")
+        db.execute("INSERT OR IGNORE INTO search_terms SELECT r.seq, 'code', c.system, c.code FROM record_codes c"
+                   " JOIN records r ON r.id = c.record_id")
+        db.execute("INSERT OR IGNORE INTO search_terms SELECT seq, 'ref', '', patient FROM records"
+                   " WHERE patient IS NOT NULL")
+        db.execute("INSERT OR IGNORE INTO search_terms SELECT seq, 'ref', '', subject FROM records"
+                   " WHERE subject IS NOT NULL")
+        db["record_tags"].drop()
+        db["record_codes"].drop()
+    db.execute("ANALYZE")
+
+
+MIGRATIONS = [_m001_initial, _m002_record_authority, _m003_search]
 
 
 def migrate(conn: sqlite3.Connection) -> int:

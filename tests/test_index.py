@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from indexer import audit, records
+from indexer import audit, dates, records, search
 from indexer.db import Database
 
 
@@ -64,21 +64,23 @@ async def test_search_filters_by_envelope_and_fields(db):
     now = "2025-01-01T00:00:00.000Z"
 
     async def ids(caller, **kw):
-        rows, _ = await db.read(records.search, caller, now, **kw)
+        rows, _ = await db.read(search.run, search.Query(caller, now, **kw))
         return [r["id"] for r in rows]
 
+    T = search.Term
+    year = lambda text: dates.date_range(text)  # noqa: E731
     assert await ids("did:a") == ["r2", "r1"]
     assert await ids("did:b") == ["r2"]  # r1 not granted, r3 expired
     assert await ids("did:nobody") == []
-    assert await ids("did:a", q="blood") == ["r1"]
-    assert await ids("did:a", q='panel" OR "x') == []  # quotes cannot inject FTS syntax
-    assert await ids("did:a", code="718-7") == ["r1"]
-    assert await ids("did:a", code="http://loinc.org|718-7") == ["r1"]
-    assert await ids("did:a", code="other|718-7") == []
-    assert await ids("did:a", tags=["lab"]) == ["r1"]
-    assert await ids("did:a", since="2024-01-01") == ["r1"]
-    assert await ids("did:a", until="2023-12-31") == ["r2"]
-    assert await ids("did:a", patient="did:p", type="Observation") == ["r1"]
+    assert await ids("did:a", text="blood") == ["r1"]
+    assert await ids("did:a", text='panel" OR "x') == []  # quotes cannot inject FTS syntax
+    assert await ids("did:a", codes=[[T("718-7")]]) == ["r1"]
+    assert await ids("did:a", codes=[[T("718-7", "http://loinc.org")]]) == ["r1"]
+    assert await ids("did:a", codes=[[T("718-7", "other")]]) == []
+    assert await ids("did:a", tags=[[T("lab")]]) == ["r1"]
+    assert await ids("did:a", dates=[("ge", *year("2024-01-01"))]) == ["r1"]
+    assert await ids("did:a", dates=[("le", *year("2023-12-31"))]) == ["r2"]
+    assert await ids("did:a", refs=[[T("did:p")]], types=[["Observation"]]) == ["r1"]
 
 
 async def test_keyset_pagination_visits_each_record_once(db):
@@ -89,7 +91,7 @@ async def test_keyset_pagination_visits_each_record_once(db):
     await db.write(seed)
     seen, before = [], None
     while True:
-        rows, before = await db.read(records.search, "did:a", "2025", before_seq=before, limit=10)
+        rows, before = await db.read(search.run, search.Query("did:a", "2025", after=before, limit=10))
         seen += [r["id"] for r in rows]
         if before is None:
             break

@@ -1,0 +1,213 @@
+"""Search over the records a caller can read, planned from the smallest set.
+
+Access is the one rule (``records.LIVE_ENVELOPE``: a live envelope naming
+the record's current manifest), checked per candidate row by an index
+lookup. What differs between queries is where candidates come from:
+
+- **set**: when some source is small (the caller's own envelopes, one
+  code, tag, reference or identifier, a type, a full-text match, a date
+  window), its rows are gathered first and only they are checked and
+  sorted. Sizes are estimated with bounded counts (``LIMIT SMALL``), which
+  cost at most SMALL index steps each.
+- **walk**: when every source is large, the records are walked in result
+  order (newest first by ``seq``, or by date) along one filter's
+  ``(value, seq)`` index when there is one, and the first page that passes
+  every filter is returned: with large sets that page comes quickly.
+
+``plan`` returns the chosen SQL so a test can ``EXPLAIN QUERY PLAN`` it.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+from . import dates
+from .records import LIVE_ENVELOPE, row_of
+
+SMALL = 2000  # a source this small (or smaller) is gathered and sorted
+_WIDE_MS = 366 * 24 * 3600 * 1000  # date ranges longer than this are found through records_wide
+
+
+@dataclass(frozen=True)
+class Term:
+    """One token to match: ``system`` None matches any system."""
+
+    value: str
+    system: str | None = None
+
+
+@dataclass
+class Query:
+    caller: str
+    now: str
+    emergency: bool = False
+    refs: list[list[Term]] = field(default_factory=list)  # AND of OR-groups: patient/subject references
+    types: list[list[str]] = field(default_factory=list)
+    tags: list[list[Term]] = field(default_factory=list)
+    codes: list[list[Term]] = field(default_factory=list)
+    identifiers: list[list[Term]] = field(default_factory=list)
+    dates: list[tuple[str, int, int]] = field(default_factory=list)  # (prefix, lo, hi)
+    text: str | None = None
+    sort: str = "-seq"  # "-seq" (newest first), "date", "-date"
+    after: dict | None = None  # keyset position from the previous page's cursor
+    limit: int = 100
+
+
+_KINDS = (("ref", "refs"), ("tag", "tags"), ("code", "codes"), ("ident", "identifiers"))
+
+
+def fts_query(text: str) -> str:
+    """User text → an FTS5 query of quoted terms (all must match); no syntax leaks through."""
+    return " ".join('"' + t.replace('"', '""') + '"' for t in text.split() if t.strip())
+
+
+class _Builder:
+    def __init__(self, query: Query):
+        self.q = query
+        self.params: dict = {"caller": query.caller, "now": query.now, "emergency": query.emergency}
+        self._n = 0
+
+    def name(self, value) -> str:
+        self._n += 1
+        key = f"p{self._n}"
+        self.params[key] = value
+        return f":{key}"
+
+    def term_match(self, alias: str, kind: str, term: Term) -> str:
+        cond = f"{alias}.kind = '{kind}' AND {alias}.value = {self.name(term.value)}"
+        if term.system is not None:
+            cond += f" AND {alias}.system = {self.name(term.system)}"
+        return cond
+
+    def filters(self) -> list[str]:
+        q, where = self.q, [f"EXISTS ({LIVE_ENVELOPE})"]
+        for kind, attr in _KINDS:
+            for group in getattr(q, attr):
+                alts = " OR ".join(f"({self.term_match('t', kind, t)})" for t in group)
+                where.append(f"EXISTS (SELECT 1 FROM search_terms t WHERE t.seq = r.seq AND ({alts}))")
+        for group in q.types:
+            where.append(f"r.type IN ({', '.join(self.name(t) for t in group)})")
+        for n, (prefix, lo, hi) in enumerate(q.dates):
+            sql, values = dates.condition(prefix, lo, hi, n)
+            where.append(sql)
+            self.params.update(values)
+        if q.text and fts_query(q.text):
+            where.append(f"r.seq IN (SELECT rowid FROM records_fts WHERE records_fts MATCH {self.name(fts_query(q.text))})")
+        if q.after is not None:
+            where.append(self.keyset())
+        return where
+
+    def keyset(self) -> str:
+        after, sort = self.q.after, self.q.sort
+        seq = self.name(after["s"])
+        if sort == "-seq":
+            return f"r.seq < {seq}"
+        d = after.get("d")
+        if sort == "date":
+            if d is None:
+                return f"((r.date_lo IS NULL AND r.seq > {seq}) OR r.date_lo IS NOT NULL)"
+            d = self.name(d)
+            return f"(r.date_lo > {d} OR (r.date_lo = {d} AND r.seq > {seq}))"
+        if d is None:
+            return f"(r.date_lo IS NULL AND r.seq < {seq})"
+        d = self.name(d)
+        return f"(r.date_lo < {d} OR (r.date_lo = {d} AND r.seq < {seq}) OR r.date_lo IS NULL)"
+
+    def order(self) -> str:
+        return {"-seq": "r.seq DESC", "date": "r.date_lo ASC, r.seq ASC", "-date": "r.date_lo DESC, r.seq DESC"}[
+            self.q.sort]
+
+    # ---- candidate sources (each a SELECT of seq) -------------------------
+
+    def sources(self) -> list[tuple[str, str, str, tuple | None]]:
+        """(name, SQL to count it, SQL selecting its candidate seqs, (kind, term)
+        when it is one range of a ``(kind, value, seq)`` index) per usable source."""
+        q, found = self.q, []
+        found.append(("envelopes", "SELECT 1 FROM envelopes WHERE recipient = :caller AND revoked IS NULL",
+                      "SELECT r.seq FROM envelopes e JOIN records r ON r.cid = e.manifest"
+                      " WHERE e.recipient = :caller AND e.revoked IS NULL", None))
+        for kind, attr in _KINDS:
+            for group in getattr(q, attr):
+                parts = [f"SELECT t.seq FROM search_terms t WHERE {self.term_match('t', kind, term)}" for term in group]
+                sql = " UNION ALL ".join(parts)
+                found.append((kind, sql, sql, (kind, group[0]) if len(group) == 1 else None))
+        for group in q.types:
+            sql = f"SELECT seq FROM records WHERE type IN ({', '.join(self.name(t) for t in group)})"
+            found.append(("type", sql, sql, None))
+        if q.text and fts_query(q.text):
+            sql = f"SELECT rowid AS seq FROM records_fts WHERE records_fts MATCH {self.name(fts_query(q.text))}"
+            found.append(("text", sql, sql, None))
+        window = _window(q.dates)
+        if window is not None:
+            lo, hi = self.name(window[0] - _WIDE_MS), self.name(window[1])
+            sql = (f"SELECT seq FROM records WHERE date_lo BETWEEN {lo} AND {hi}"
+                   f" UNION ALL SELECT seq FROM records WHERE date_hi - date_lo > {_WIDE_MS}")
+            found.append(("date", sql, sql, None))
+        return found
+
+
+def _window(conditions: list[tuple[str, int, int]]) -> tuple[int, int] | None:
+    """The instants a record's range must touch to pass every date condition,
+    when they bound it on both sides (else no date source is offered)."""
+    low, high = None, None
+    for prefix, lo, hi in conditions:
+        if prefix in ("eq", "ge", "gt", "sa"):
+            low = max(low or lo, lo)
+        if prefix in ("eq", "le", "lt", "eb"):
+            high = min(high or hi, hi)
+    return (low, high) if low is not None and high is not None else None
+
+
+def _estimate(conn: sqlite3.Connection, sql: str, params: dict) -> int:
+    return conn.execute(f"SELECT COUNT(*) FROM ({sql} LIMIT {SMALL + 1})", params).fetchone()[0]
+
+
+def plan(conn: sqlite3.Connection, query: Query) -> tuple[str, str, dict]:
+    """(strategy name, SQL, parameters) for ``query``."""
+    b = _Builder(query)
+    where = " AND ".join(b.filters())
+    limit = b.name(query.limit + 1)
+    sources = b.sources()
+    best = None
+    for name, count_sql, sql, single in sources:
+        size = _estimate(conn, count_sql, b.params)
+        if best is None or size < best[0]:
+            best = (size, name, sql)
+    size, name, sql = best
+    select = "SELECT r.*, p.status AS pin_status, p.replicas AS pin_replicas"
+    pin = "LEFT JOIN pins p ON p.cid = r.cid"
+    if size <= SMALL:
+        return (f"set:{name}", f"WITH cand(seq) AS MATERIALIZED ({sql}) {select} FROM cand JOIN records r"
+                               f" ON r.seq = cand.seq {pin} WHERE {where} ORDER BY {b.order()} LIMIT {limit}", b.params)
+    if query.sort == "-seq":
+        singles = [single for *_, single in sources if single is not None]
+        if singles:  # walk one filter's (value, seq) index newest first
+            kind, term = singles[0]
+            return (f"walk:{kind}", f"{select} FROM search_terms w JOIN records r ON r.seq = w.seq {pin}"
+                                    f" WHERE {b.term_match('w', kind, term)} AND {where}"
+                                    f" ORDER BY w.seq DESC LIMIT {limit}", b.params)
+        return ("walk:seq", f"{select} FROM records r NOT INDEXED {pin} WHERE {where} ORDER BY r.seq DESC"
+                            f" LIMIT {limit}", b.params)
+    return ("walk:date", f"{select} FROM records r INDEXED BY idx_records_date_lo_seq {pin} WHERE {where}"
+                         f" ORDER BY {b.order()} LIMIT {limit}", b.params)
+
+
+def run(conn: sqlite3.Connection, query: Query) -> tuple[list[dict], dict | None]:
+    """One page: (rows, the keyset position to continue after, or None at the end)."""
+    _, sql, params = plan(conn, query)
+    rows = [row_of(r) for r in conn.execute(sql, params)]
+    if len(rows) <= query.limit:
+        return rows, None
+    last = rows[query.limit - 1]
+    return rows[:query.limit], {"s": last["seq"], **({"d": last["date_lo"]} if query.sort != "-seq" else {})}
+
+
+def cursor_position(text: str) -> dict:
+    """Decodes a keyset position (already base64-decoded JSON) strictly."""
+    doc = json.loads(text)
+    if not isinstance(doc, dict) or set(doc) - {"s", "d"} or type(doc.get("s")) is not int:
+        raise ValueError("bad cursor")
+    if not 0 <= doc["s"] < 2 ** 63 or not (doc.get("d") is None or type(doc["d"]) is int):
+        raise ValueError("bad cursor")
+    return doc
