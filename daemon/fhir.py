@@ -2,9 +2,11 @@
 
 A resource must be a JSON object with a ``resourceType`` of FHIR's shape;
 anything else is an invalid record (422). From it we take the type, the
-subject/patient reference, the clinically relevant date, every coding
-(system, code) found under ``code``/``category``/``type``/``vaccineCode``/
-``medicationCodeableConcept``, and a short plain-text summary for search.
+subject/patient reference, the clinically relevant date (the field FHIR's
+``date``/``clinical-date`` search parameter uses for that resource type),
+every coding (system, code) of its coded elements — including each
+``component``'s code and value — its identifiers (system, value), and a
+short plain-text summary for search.
 """
 from __future__ import annotations
 
@@ -13,14 +15,38 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from indexer import dates
+
 from .errors import InvalidRecord
 
 MEDIA_TYPE = "application/fhir+json"
 _TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+# Where each resource type keeps its clinical date, in order of preference
+# (a ``*Period`` contributes its start); other types fall back to _DATE_FIELDS.
+_DATES_BY_TYPE = {
+    "Observation": ("effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued"),
+    "DiagnosticReport": ("effectiveDateTime", "effectivePeriod", "issued"),
+    "Condition": ("onsetDateTime", "onsetPeriod", "recordedDate"),
+    "Procedure": ("performedDateTime", "performedPeriod"),
+    "Encounter": ("period",),
+    "MedicationRequest": ("authoredOn",),
+    "MedicationStatement": ("effectiveDateTime", "effectivePeriod", "dateAsserted"),
+    "MedicationAdministration": ("effectiveDateTime", "effectivePeriod"),
+    "Immunization": ("occurrenceDateTime", "recorded"),
+    "AllergyIntolerance": ("onsetDateTime", "recordedDate"),
+    "CarePlan": ("period", "created"),
+    "CareTeam": ("period",),
+    "Claim": ("billablePeriod", "created"),
+    "ExplanationOfBenefit": ("billablePeriod", "created"),
+    "DocumentReference": ("date",),
+    "Patient": ("birthDate",),
+}
 _DATE_FIELDS = ("effectiveDateTime", "issued", "date", "authoredOn", "recordedDate", "onsetDateTime",
-                "occurrenceDateTime", "performedDateTime", "created", "birthDate")
-_PERIOD_FIELDS = ("effectivePeriod", "period", "performedPeriod")
-_CODED_FIELDS = ("code", "category", "type", "vaccineCode", "medicationCodeableConcept", "class")
+                "occurrenceDateTime", "performedDateTime", "created", "birthDate", "effectivePeriod", "period",
+                "performedPeriod")
+_CODED_FIELDS = ("code", "category", "type", "vaccineCode", "medicationCodeableConcept", "class",
+                 "valueCodeableConcept", "reasonCode")
+_REFERENCE_FIELDS = ("subject", "patient", "beneficiary")
 _TAGS = re.compile(r"<[^>]+>")
 _MAX_TEXT = 4000
 
@@ -31,6 +57,7 @@ class FhirSummary:
     subject: str | None = None
     date: str | None = None
     codes: list[tuple[str, str]] = field(default_factory=list)
+    identifiers: list[tuple[str, str]] = field(default_factory=list)
     text: str = ""
 
 
@@ -52,39 +79,53 @@ def _codings(value) -> list[tuple[str, str, str]]:
 def summarize(body: bytes) -> FhirSummary:
     try:
         resource = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidRecord("the body is not valid JSON") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise InvalidRecord("the body is not valid JSON (or nests too deeply)") from None
     if not isinstance(resource, dict):
         raise InvalidRecord("a FHIR resource must be a JSON object")
     rtype = resource.get("resourceType")
     if not isinstance(rtype, str) or not _TYPE.match(rtype):
         raise InvalidRecord("the FHIR resource has no valid resourceType")
     summary = FhirSummary(rtype)
-    for key in ("subject", "patient"):
+    for key in _REFERENCE_FIELDS:
         ref = resource.get(key)
         if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
             summary.subject = ref["reference"][:200]
             break
-    for key in _DATE_FIELDS:
-        if isinstance(resource.get(key), str):
-            summary.date = resource[key][:40]
-            break
-    else:
-        for key in _PERIOD_FIELDS:
-            period = resource.get(key)
-            if isinstance(period, dict) and isinstance(period.get("start"), str):
-                summary.date = period["start"][:40]
-                break
+    summary.date = _clinical_date(resource, _DATES_BY_TYPE.get(rtype, _DATE_FIELDS))
     words = [rtype]
-    for key in _CODED_FIELDS:
-        for system, code, display in _codings(resource.get(key)):
+    coded = [resource.get(key) for key in _CODED_FIELDS]
+    for component in resource.get("component") if isinstance(resource.get("component"), list) else ():
+        if isinstance(component, dict):
+            coded += [component.get("code"), component.get("valueCodeableConcept")]
+    for value in coded:
+        for system, code, display in _codings(value):
             if code:
                 summary.codes.append((system[:200], code[:100]))
             if display:
                 words.append(display)
+    for ident in resource.get("identifier") if isinstance(resource.get("identifier"), list) else ():
+        if isinstance(ident, dict) and isinstance(ident.get("value"), str) and ident["value"]:
+            summary.identifiers.append((str(ident.get("system") or "")[:200], ident["value"][:100]))
     narrative = resource.get("text")
     if isinstance(narrative, dict) and isinstance(narrative.get("div"), str):
         words.append(html.unescape(_TAGS.sub(" ", narrative["div"])))
-    summary.codes = list(dict.fromkeys(summary.codes))
+    summary.codes = list(dict.fromkeys(summary.codes))[:1000]
+    summary.identifiers = list(dict.fromkeys(summary.identifiers))[:100]
     summary.text = " ".join(" ".join(words).split())[:_MAX_TEXT]
     return summary
+
+
+def _clinical_date(resource: dict, fields: tuple[str, ...]) -> str | None:
+    """The first of ``fields`` holding a valid FHIR date (a period gives its start)."""
+    for key in fields:
+        value = resource.get(key)
+        if isinstance(value, dict):
+            value = value.get("start")
+        if isinstance(value, str):
+            try:
+                dates.date_range(value)
+            except ValueError:
+                continue
+            return value[:40]
+    return None

@@ -102,6 +102,7 @@ class VersionWriter:
                 "title": info.title, "tags": info.tags, "date": info.date,
                 "subject": summary.subject if summary else None,
                 "codes": [list(c) for c in summary.codes] if summary else [],
+                "identifiers": [list(i) for i in summary.identifiers] if summary else [],
                 "text": summary.text if summary else None, "author": author.did, "created": now,
             }
             # Signing and sealing release the GIL: off the event loop, onto the CPU pool.
@@ -118,7 +119,8 @@ class VersionWriter:
         row = {"id": new.record_id, "version": new.version, "cid": str(manifest.cid), "patient": info.patient,
                "type": info.type, "content_type": full_type, "title": info.title,
                "text": summary.text if summary else None, "subject": body["subject"], "date": info.date,
-               "tags": info.tags, "size": sealed.size, "created": new.prev["created"] if new.prev else now,
+               "tags": info.tags, "identifiers": body["identifiers"], "size": sealed.size,
+               "created": new.prev["created"] if new.prev else now,
                "updated": now, "author": author.did}
         roles = [(author.did, "creator"), (info.patient, "patient")] if new.prev is None else []
         # Where protect() already pinned everything, the reconciler only re-checks later.

@@ -60,7 +60,8 @@ def row_from_metadata(body: dict, manifest_cid: str, created: str | None = None)
     return {"id": body["record"], "version": body["version"], "cid": manifest_cid, "patient": body.get("patient"),
             "type": body.get("type"), "content_type": body["content_type"], "title": body.get("title"),
             "text": body.get("text"), "subject": body.get("subject"), "date": body.get("date"),
-            "tags": body.get("tags") or [], "size": body["size"], "created": created or body["created"],
+            "tags": body.get("tags") or [], "identifiers": body.get("identifiers") or [], "size": body["size"],
+            "created": created or body["created"],
             "updated": body["created"], "author": body["author"]}
 
 

@@ -110,9 +110,9 @@ def _m003_search(db: sqlite_utils.Database) -> None:
     db["records"].create_index(["cid"], if_not_exists=True)
     db["records"].create_index(["date_lo", "seq"], if_not_exists=True)
     db["records"].create_index(["date_hi"], if_not_exists=True)
-    # the few records whose date spans more than a year (long periods): a date
-    # search adds them to its window (indexer/search.py), found by this index
-    db.execute("CREATE INDEX IF NOT EXISTS records_wide ON records (seq) WHERE date_hi - date_lo > 31622400000")
+    # records whose date spans more than a day (a month, a year, a long
+    # period): a date search adds them to its window (indexer/search.py)
+    db.execute("CREATE INDEX IF NOT EXISTS records_wide ON records (seq) WHERE date_hi - date_lo > 86400000")
     db.execute("CREATE TABLE IF NOT EXISTS search_terms (seq INTEGER NOT NULL, kind TEXT NOT NULL,"
                " system TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (seq, kind, system, value)) WITHOUT ROWID")
     db.execute("CREATE INDEX IF NOT EXISTS search_terms_value ON search_terms (kind, value, seq)")

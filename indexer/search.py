@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from . import dates
 from .records import LIVE_ENVELOPE, row_of
 
-SMALL = 2000  # a source this small (or smaller) is gathered and sorted
-_WIDE_MS = 366 * 24 * 3600 * 1000  # date ranges longer than this are found through records_wide
+SMALL = 500  # a source this small (or smaller) is gathered and sorted
+_WIDE_MS = 24 * 3600 * 1000  # date ranges longer than a day are found through the records_wide index
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,9 @@ class _Builder:
             sql, values = dates.condition(prefix, lo, hi, n)
             where.append(sql)
             self.params.update(values)
-        if q.text and fts_query(q.text):
-            where.append(f"r.seq IN (SELECT rowid FROM records_fts WHERE records_fts MATCH {self.name(fts_query(q.text))})")
+        if q.text and fts_query(q.text):  # FTS5 seeks one rowid's doclists: cheap per candidate
+            where.append(f"EXISTS (SELECT 1 FROM records_fts f WHERE records_fts MATCH {self.text()}"
+                         " AND f.rowid = r.seq)")
         if q.after is not None:
             where.append(self.keyset())
         return where
@@ -114,15 +115,18 @@ class _Builder:
         d = self.name(d)
         return f"(r.date_lo < {d} OR (r.date_lo = {d} AND r.seq < {seq}) OR r.date_lo IS NULL)"
 
+    def text(self) -> str:
+        return self.name(fts_query(self.q.text))
+
     def order(self) -> str:
         return {"-seq": "r.seq DESC", "date": "r.date_lo ASC, r.seq ASC", "-date": "r.date_lo DESC, r.seq DESC"}[
             self.q.sort]
 
     # ---- candidate sources (each a SELECT of seq) -------------------------
 
-    def sources(self) -> list[tuple[str, str, str, tuple | None]]:
-        """(name, SQL to count it, SQL selecting its candidate seqs, (kind, term)
-        when it is one range of a ``(kind, value, seq)`` index) per usable source."""
+    def sources(self) -> list[tuple[str, str, str, str | None]]:
+        """(name, SQL to count it, SQL selecting its candidate seqs, a FROM
+        clause that walks it newest-first, when it can) per usable source."""
         q, found = self.q, []
         found.append(("envelopes", "SELECT 1 FROM envelopes WHERE recipient = :caller AND revoked IS NULL",
                       "SELECT r.seq FROM envelopes e JOIN records r ON r.cid = e.manifest"
@@ -131,13 +135,17 @@ class _Builder:
             for group in getattr(q, attr):
                 parts = [f"SELECT t.seq FROM search_terms t WHERE {self.term_match('t', kind, term)}" for term in group]
                 sql = " UNION ALL ".join(parts)
-                found.append((kind, sql, sql, (kind, group[0]) if len(group) == 1 else None))
+                walk = (f"search_terms w JOIN records r ON r.seq = w.seq WHERE {self.term_match('w', kind, group[0])}"
+                        f" ORDER BY w.seq DESC" if len(group) == 1 else None)
+                found.append((kind, sql, sql, walk))
         for group in q.types:
             sql = f"SELECT seq FROM records WHERE type IN ({', '.join(self.name(t) for t in group)})"
             found.append(("type", sql, sql, None))
         if q.text and fts_query(q.text):
-            sql = f"SELECT rowid AS seq FROM records_fts WHERE records_fts MATCH {self.name(fts_query(q.text))}"
-            found.append(("text", sql, sql, None))
+            text = self.text()
+            sql = f"SELECT rowid AS seq FROM records_fts WHERE records_fts MATCH {text}"
+            found.append(("text", sql, sql, f"records_fts w JOIN records r ON r.seq = w.rowid"
+                                            f" WHERE w.records_fts MATCH {text} ORDER BY w.rowid DESC"))
         window = _window(q.dates)
         if window is not None:
             lo, hi = self.name(window[0] - _WIDE_MS), self.name(window[1])
@@ -168,25 +176,22 @@ def plan(conn: sqlite3.Connection, query: Query) -> tuple[str, str, dict]:
     b = _Builder(query)
     where = " AND ".join(b.filters())
     limit = b.name(query.limit + 1)
-    sources = b.sources()
-    best = None
-    for name, count_sql, sql, single in sources:
-        size = _estimate(conn, count_sql, b.params)
-        if best is None or size < best[0]:
-            best = (size, name, sql)
-    size, name, sql = best
+    sources = [(name, _estimate(conn, count_sql, b.params), sql, walk)
+               for name, count_sql, sql, walk in b.sources()]
+    name, size, sql, _ = min(sources, key=lambda source: source[1])
     select = "SELECT r.*, p.status AS pin_status, p.replicas AS pin_replicas"
     pin = "LEFT JOIN pins p ON p.cid = r.cid"
     if size <= SMALL:
         return (f"set:{name}", f"WITH cand(seq) AS MATERIALIZED ({sql}) {select} FROM cand JOIN records r"
                                f" ON r.seq = cand.seq {pin} WHERE {where} ORDER BY {b.order()} LIMIT {limit}", b.params)
+    walkable = [source for source in sources if source[3] is not None]
+    if query.sort == "-seq" and walkable:  # walk the smallest ordered index newest first
+        name, _, _, walk = min(walkable, key=lambda source: source[1])
+        head, _, rest = walk.partition(" WHERE ")
+        cond, _, order = rest.partition(" ORDER BY ")
+        return (f"walk:{name}", f"{select} FROM {head} {pin} WHERE {cond} AND {where}"
+                                f" ORDER BY {order} LIMIT {limit}", b.params)
     if query.sort == "-seq":
-        singles = [single for *_, single in sources if single is not None]
-        if singles:  # walk one filter's (value, seq) index newest first
-            kind, term = singles[0]
-            return (f"walk:{kind}", f"{select} FROM search_terms w JOIN records r ON r.seq = w.seq {pin}"
-                                    f" WHERE {b.term_match('w', kind, term)} AND {where}"
-                                    f" ORDER BY w.seq DESC LIMIT {limit}", b.params)
         return ("walk:seq", f"{select} FROM records r NOT INDEXED {pin} WHERE {where} ORDER BY r.seq DESC"
                             f" LIMIT {limit}", b.params)
     return ("walk:date", f"{select} FROM records r INDEXED BY idx_records_date_lo_seq {pin} WHERE {where}"
