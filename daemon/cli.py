@@ -54,10 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("-o", "--output")
 
-    p = sub.add_parser("search", help="find records")
-    for name in ("patient", "type", "code", "since", "until", "q", "cursor"):
+    p = sub.add_parser("search", help="find records (repeat a filter for AND; a comma inside one is OR)")
+    for name in ("since", "until", "q", "cursor"):
         p.add_argument(f"--{name}")
-    p.add_argument("--tag", action="append", default=[])
+    for name in ("patient", "subject", "type", "code", "identifier", "tag", "date"):
+        p.add_argument(f"--{name}", action="append", default=[])
+    p.add_argument("--sort", choices=("date", "-date"))
     p.add_argument("--limit", type=int)
 
     p = sub.add_parser("principal", help="manage principals")
@@ -169,8 +171,11 @@ async def _client_command(args) -> int:
             else:
                 await client.download(path, sys.stdout.buffer)
         elif args.command == "search":
-            params = [(k, str(v)) for k in ("patient", "type", "code", "since", "until", "q", "cursor", "limit")
-                      if (v := getattr(args, k)) is not None] + [("tag", t) for t in args.tag]
+            params = [(k, str(v)) for k in ("since", "until", "q", "cursor", "limit")
+                      if (v := getattr(args, k)) is not None]
+            params += [(k, v) for k in ("patient", "subject", "type", "code", "identifier", "tag", "date")
+                       for v in getattr(args, k)]
+            params += [("_sort", args.sort)] if args.sort else []
             print_json(await client.request("GET", "/v1/records", params=params))
         elif args.command == "principal":
             if args.action == "add":
