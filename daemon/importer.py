@@ -100,8 +100,8 @@ class Imports:
         if grant.expires is not None and grant.expires <= timeutil.now():
             raise Forbidden("this grant has expired", "grant_expired")
         try:
-            manifest = decode_manifest(manifest_cid, await get(manifest_cid))
-            body = open_metadata(manifest, grant.dek)
+            manifest = await self._s.off_loop(decode_manifest, manifest_cid, await get(manifest_cid))
+            body = await self._s.off_loop(open_metadata, manifest, grant.dek)
         except FormatError as exc:
             raise _bad_metadata(exc) from None
         except (SignatureError, crypto.DecryptError):
@@ -109,7 +109,7 @@ class Imports:
         if grant.granter not in (body["author"], body.get("patient")):
             raise Forbidden("the grant was not made by the record's author or patient", "untrusted_granter")
         try:
-            link_blocks, chunks = await walk(manifest, _Getter(get))
+            link_blocks, chunks = await walk(manifest, _Getter(get), self._s.cpu)
             async for _ in plaintext(manifest, grant.dek, body["size"], _Getter(get), self._s.cpu,
                                      prefetch=self._s.config.read_prefetch):
                 pass  # every chunk fetched, hashed and authenticated; nothing kept
@@ -277,7 +277,8 @@ class Imports:
                 manifest_cid = Cid.parse(row["cid"])
                 data = await s.blocks.get(manifest_cid)
                 yield car.frame(Block(manifest_cid, data))
-                link_blocks, chunks = await walk(decode_manifest(manifest_cid, data), s.blocks)
+                manifest = await s.off_loop(decode_manifest, manifest_cid, data)
+                link_blocks, chunks = await walk(manifest, s.blocks, s.cpu)
                 for cid in [*link_blocks, *chunks]:  # each block once, top level first
                     yield await frame(cid)
 

@@ -26,6 +26,8 @@ class Metrics:
         self.records = Gauge("medvault_records", "Records in the index", registry=r)
         self.auth_failures = Counter("medvault_auth_failures", "Refused authentications by reason",
                                      ["reason"], registry=r)
+        self.loop_lag = Histogram("medvault_event_loop_lag_seconds", "How late the event loop woke (stalls)",
+                                  buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
         self.background_crashes = Counter("medvault_background_crashes", "Background tasks that crashed",
                                           ["task"], registry=r)
 

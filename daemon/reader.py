@@ -19,24 +19,26 @@ from .errors import IntegrityError
 from .manifest import Manifest, decode_link_block
 
 
-async def walk(manifest: Manifest, store) -> tuple[list[Cid], list[Cid]]:
+async def walk(manifest: Manifest, store, pool: Executor | None = None) -> tuple[list[Cid], list[Cid]]:
     """The manifest's link tree, level by level: (every link block, each
     once, top level first; the ordered chunk CIDs). ``store`` is anything
-    with ``async get(cid)`` (a block store, an import's spool)."""
+    with ``async get(cid)`` (a block store, an import's spool); link blocks
+    (up to 4,096 links each) are decoded on ``pool``, off the event loop."""
+    loop = asyncio.get_running_loop()
     link_blocks: list[Cid] = []
     level = list(manifest.links)
     for _ in range(manifest.depth):
         link_blocks.extend(level)
         children: list[Cid] = []
         for link in level:
-            children.extend(decode_link_block(link, await store.get(link)))
+            children.extend(await loop.run_in_executor(pool, decode_link_block, link, await store.get(link)))
         level = children
     return link_blocks, level
 
 
-async def chunk_cids(manifest: Manifest, store) -> list[Cid]:
+async def chunk_cids(manifest: Manifest, store, pool: Executor | None = None) -> list[Cid]:
     """Resolves the manifest's link tree to the ordered chunk CIDs."""
-    return (await walk(manifest, store))[1]
+    return (await walk(manifest, store, pool))[1]
 
 
 def expected_chunks(size: int, chunk_size: int) -> int:
@@ -47,7 +49,7 @@ async def plaintext(manifest: Manifest, dek: bytes, size: int, store: BlockStore
                     start: int = 0, end: int | None = None, prefetch: int = 4) -> AsyncIterator[bytes]:
     """Yields plaintext bytes ``start``..``end`` (inclusive) of a record."""
     cs = manifest.chunk_size
-    chunks = await chunk_cids(manifest, store)
+    chunks = await chunk_cids(manifest, store, pool)
     if len(chunks) != expected_chunks(size, cs):
         raise IntegrityError("the record's chunk list does not match its size")
     end = size - 1 if end is None else end

@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -33,6 +34,7 @@ from .metrics import Metrics
 from .reader import walk
 
 log = logging.getLogger("medvault.vault")
+MANIFEST_CACHE = 256
 
 
 class RecordLocks:
@@ -91,6 +93,25 @@ class Services:
         self.locks = RecordLocks()
         self.inflight: dict[int, float] = {}  # uploads in progress → start time (garbage collection spares them)
         self.reconciler = None  # set by the Vault when background work starts
+        self._manifests: OrderedDict[Cid, Manifest] = OrderedDict()  # decoded manifests never change
+
+    async def off_loop(self, fn, *args):
+        """Runs CPU work (decoding, parsing, signing) on the pool, so the event
+        loop keeps answering other clients meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self.cpu, fn, *args)
+
+    async def manifest(self, cid: Cid) -> Manifest:
+        """The decoded manifest ``cid`` names, from a small LRU cache or
+        fetched (verified against its CID by the store) and decoded off the loop."""
+        cached = self._manifests.get(cid)
+        if cached is not None:
+            self._manifests.move_to_end(cid)
+            return cached
+        manifest = await self.off_loop(decode_manifest, cid, await self.blocks.get(cid))
+        self._manifests[cid] = manifest
+        if len(self._manifests) > MANIFEST_CACHE:
+            self._manifests.popitem(last=False)
+        return manifest
 
     def key_of(self, did: str) -> Principal:
         principal = self.keys.get(did)
@@ -136,8 +157,8 @@ class Services:
             grant = open_envelope(env_cid, await self.blocks.get(env_cid), self.key_of(did))
             if str(grant.manifest) != row["cid"]:
                 raise IntegrityError("the envelope points at another manifest")
-            manifest = decode_manifest(grant.manifest, await self.blocks.get(grant.manifest))
-            body = open_metadata(manifest, grant.dek)
+            manifest = await self.manifest(grant.manifest)
+            body = await self.off_loop(open_metadata, manifest, grant.dek)
         except (FormatError, SignatureError, NotForUs, crypto.DecryptError):
             raise IntegrityError("the record's envelope or manifest failed verification") from None
         if body.get("record") != row["id"] or body.get("version") != row["version"]:
@@ -149,8 +170,8 @@ class Services:
     async def blocks_of_manifest(self, manifest_cid: Cid) -> list[Cid]:
         """The manifest, its link blocks and chunks (best effort: what cannot be read is skipped)."""
         try:
-            manifest = decode_manifest(manifest_cid, await self.blocks.get(manifest_cid))
-            link_blocks, chunks = await walk(manifest, self.blocks)
+            manifest = await self.manifest(manifest_cid)
+            link_blocks, chunks = await walk(manifest, self.blocks, self.cpu)
             return [manifest_cid, *link_blocks, *chunks]
         except (VaultError, FormatError):
             return [manifest_cid]

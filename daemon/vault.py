@@ -27,6 +27,7 @@ from .admin import Admin
 from .errors import VaultError
 from .garbage import GarbageCollector
 from .importer import Imports
+from .loop_monitor import watch_loop_lag
 from .pin_admin import PinAdmin
 from .reconciler import Reconciler
 from .record_service import Records
@@ -71,12 +72,13 @@ class Vault:
         return task
 
     def start_background(self) -> list[asyncio.Task]:
-        """Long-running tasks the daemon owns: the pin reconciler."""
+        """Long-running tasks the daemon owns: the pin reconciler and the loop-lag monitor."""
         cfg = self.config
         reconciler = Reconciler(self.db, self.pinner, self.metrics, interval=cfg.reconcile_interval,
                                 verify_interval=cfg.verify_interval)
         self.services.reconciler = reconciler
-        return [self.watch(asyncio.create_task(reconciler.run(), name="reconciler"))]
+        return [self.watch(asyncio.create_task(reconciler.run(), name="reconciler")),
+                self.watch(asyncio.create_task(watch_loop_lag(self.metrics.loop_lag), name="loop-lag"))]
 
     async def close(self) -> None:
         for task in self._background:

@@ -32,13 +32,15 @@ from .views import record_view
 log = logging.getLogger("medvault.vault")
 
 
-def _seal_version(dek: bytes, stream_id: bytes, chunk_size: int, depth: int, links: list, body: dict,
+def _seal_version(dek: bytes, stream_id: bytes, chunk_size: int, chunks: list, fanout: int, body: dict,
                   author: Principal, readers: list[dict], now: str):
-    """The signed manifest and one envelope per reader (CPU work, run on the pool)."""
+    """The link tree, the signed manifest and one envelope per reader (CPU
+    work, run on the pool: a 4,096-link tree stalls a loop for ~0.5 s)."""
+    depth, links, link_blocks = build_link_tree(chunks, fanout)
     manifest = build_manifest(dek, stream_id, chunk_size, depth, links, body, author)
     link = manifest.cid.to_link()
-    return manifest, [build_envelope(manifest.cid, dek, r["recipient"], author, now, r.get("expires"), link)
-                      for r in readers]
+    return link_blocks, manifest, [build_envelope(manifest.cid, dek, r["recipient"], author, now, r.get("expires"),
+                                                  link) for r in readers]
 
 
 @dataclass
@@ -79,7 +81,7 @@ class VersionWriter:
                 raise TooLarge(f"FHIR resources are limited to {cap} bytes on this node")
         if not body:
             raise BadRequest("the request body is empty", "empty_body")
-        summary = fhir.summarize(bytes(body))
+        summary = await self._s.off_loop(fhir.summarize, bytes(body))  # a 16 MiB parse must not stall the loop
         info.type = info.type or summary.resource_type
         info.date = info.date or summary.date
         return iterate_bytes(bytes(body)), summary
@@ -94,7 +96,6 @@ class VersionWriter:
             dek = crypto.new_data_key()
             sealed = await seal_stream(source, dek, s.blocks, s.cpu, chunk_size=cfg.chunk_size,
                                        max_bytes=cfg.max_record_bytes, concurrency=cfg.ingest_concurrency)
-            depth, links, link_blocks = build_link_tree(sealed.chunks, cfg.link_fanout)
             now = timeutil.now()
             body = {
                 "record": new.record_id, "version": new.version, "prev": new.prev["cid"] if new.prev else None,
@@ -106,8 +107,8 @@ class VersionWriter:
                 "text": summary.text if summary else None, "author": author.did, "created": now,
             }
             # Signing and sealing release the GIL: off the event loop, onto the CPU pool.
-            manifest, envelope_blocks = await asyncio.get_running_loop().run_in_executor(
-                s.cpu, _seal_version, dek, sealed.stream_id, cfg.chunk_size, depth, links, body, author,
+            link_blocks, manifest, envelope_blocks = await s.off_loop(
+                _seal_version, dek, sealed.stream_id, cfg.chunk_size, sealed.chunks, cfg.link_fanout, body, author,
                 new.readers, now)
             await s.blocks.put_many([*sealed.pending, *link_blocks, manifest, *envelope_blocks])
             await s.blocks.sync()  # every block durable before the index says the record exists

@@ -64,8 +64,8 @@ def save_version(conn: sqlite3.Connection, record: dict, envelopes: list[dict], 
     add_envelopes(conn, envelopes, strict=True)
     seq = conn.execute("SELECT seq FROM records WHERE id = ?", (record["id"],)).fetchone()[0]
     conn.execute("DELETE FROM search_terms WHERE seq = ?", (seq,))
-    conn.executemany("INSERT OR IGNORE INTO search_terms (seq, kind, system, value) VALUES (?, ?, ?, ?)",
-                     [(seq, kind, system, value) for kind, system, value in _terms(record, codes)])
+    conn.executemany("INSERT OR IGNORE INTO search_terms (seq, kind, system, value, date_lo) VALUES (?, ?, ?, ?, ?)",
+                     [(seq, kind, system, value, values["date_lo"]) for kind, system, value in _terms(record, codes)])
     conn.executemany("INSERT OR IGNORE INTO record_roles (record_id, principal, role) VALUES (?, ?, ?)",
                      [(record["id"], principal, role) for principal, role in roles if principal])
 

@@ -113,18 +113,21 @@ def _m003_search(db: sqlite_utils.Database) -> None:
     # records whose date spans more than a day (a month, a year, a long
     # period): a date search adds them to its window (indexer/search.py)
     db.execute("CREATE INDEX IF NOT EXISTS records_wide ON records (seq) WHERE date_hi - date_lo > 86400000")
+    # date_lo is the record's, repeated so "this code in this month" is one index range
     db.execute("CREATE TABLE IF NOT EXISTS search_terms (seq INTEGER NOT NULL, kind TEXT NOT NULL,"
-               " system TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (seq, kind, system, value)) WITHOUT ROWID")
+               " system TEXT NOT NULL, value TEXT NOT NULL, date_lo INTEGER,"
+               " PRIMARY KEY (seq, kind, system, value)) WITHOUT ROWID")
     db.execute("CREATE INDEX IF NOT EXISTS search_terms_value ON search_terms (kind, value, seq)")
     db.execute("CREATE INDEX IF NOT EXISTS search_terms_system ON search_terms (kind, system, value, seq)")
+    db.execute("CREATE INDEX IF NOT EXISTS search_terms_dated ON search_terms (kind, value, date_lo)")
     if "record_tags" in db.table_names():
-        db.execute("INSERT OR IGNORE INTO search_terms SELECT r.seq, 'tag', '', t.tag FROM record_tags t"
+        db.execute("INSERT OR IGNORE INTO search_terms SELECT r.seq, 'tag', '', t.tag, r.date_lo FROM record_tags t"
                    " JOIN records r ON r.id = t.record_id")
-        db.execute("INSERT OR IGNORE INTO search_terms SELECT r.seq, 'code', c.system, c.code FROM record_codes c"
-                   " JOIN records r ON r.id = c.record_id")
-        db.execute("INSERT OR IGNORE INTO search_terms SELECT seq, 'ref', '', patient FROM records"
+        db.execute("INSERT OR IGNORE INTO search_terms SELECT r.seq, 'code', c.system, c.code, r.date_lo"
+                   " FROM record_codes c JOIN records r ON r.id = c.record_id")
+        db.execute("INSERT OR IGNORE INTO search_terms SELECT seq, 'ref', '', patient, date_lo FROM records"
                    " WHERE patient IS NOT NULL")
-        db.execute("INSERT OR IGNORE INTO search_terms SELECT seq, 'ref', '', subject FROM records"
+        db.execute("INSERT OR IGNORE INTO search_terms SELECT seq, 'ref', '', subject, date_lo FROM records"
                    " WHERE subject IS NOT NULL")
         db["record_tags"].drop()
         db["record_codes"].drop()

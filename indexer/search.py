@@ -80,23 +80,25 @@ class _Builder:
             cond += f" AND {alias}.system = {self.name(term.system)}"
         return cond
 
-    def filters(self) -> list[str]:
-        q, where = self.q, [f"EXISTS ({LIVE_ENVELOPE})"]
+    def filters(self) -> dict[str, str]:
+        """Every condition a row must meet, keyed like the sources that imply
+        them (a driver's own condition need not be checked again per row)."""
+        q, where = self.q, {"access": f"EXISTS ({LIVE_ENVELOPE})"}
         for kind, attr in _KINDS:
-            for group in getattr(q, attr):
+            for i, group in enumerate(getattr(q, attr)):
                 alts = " OR ".join(f"({self.term_match('t', kind, t)})" for t in group)
-                where.append(f"EXISTS (SELECT 1 FROM search_terms t WHERE t.seq = r.seq AND ({alts}))")
-        for group in q.types:
-            where.append(f"r.type IN ({', '.join(self.name(t) for t in group)})")
+                where[f"{kind}{i}"] = f"EXISTS (SELECT 1 FROM search_terms t WHERE t.seq = r.seq AND ({alts}))"
+        for i, group in enumerate(q.types):
+            where[f"type{i}"] = f"r.type IN ({', '.join(self.name(t) for t in group)})"
         for n, (prefix, lo, hi) in enumerate(q.dates):
             sql, values = dates.condition(prefix, lo, hi, n)
-            where.append(sql)
+            where[f"when{n}"] = sql
             self.params.update(values)
         if q.text and fts_query(q.text):  # FTS5 seeks one rowid's doclists: cheap per candidate
-            where.append(f"EXISTS (SELECT 1 FROM records_fts f WHERE records_fts MATCH {self.text()}"
-                         " AND f.rowid = r.seq)")
+            where["text"] = (f"EXISTS (SELECT 1 FROM records_fts f WHERE records_fts MATCH {self.text()}"
+                             " AND f.rowid = r.seq)")
         if q.after is not None:
-            where.append(self.keyset())
+            where["after"] = self.keyset()
         return where
 
     def keyset(self) -> str:
@@ -132,15 +134,15 @@ class _Builder:
                       "SELECT r.seq FROM envelopes e JOIN records r ON r.cid = e.manifest"
                       " WHERE e.recipient = :caller AND e.revoked IS NULL", None))
         for kind, attr in _KINDS:
-            for group in getattr(q, attr):
+            for i, group in enumerate(getattr(q, attr)):
                 parts = [f"SELECT t.seq FROM search_terms t WHERE {self.term_match('t', kind, term)}" for term in group]
                 sql = " UNION ALL ".join(parts)
                 walk = (f"search_terms w JOIN records r ON r.seq = w.seq WHERE {self.term_match('w', kind, group[0])}"
                         f" ORDER BY w.seq DESC" if len(group) == 1 else None)
-                found.append((kind, sql, sql, walk))
-        for group in q.types:
+                found.append((f"{kind}{i}", sql, sql, walk))
+        for i, group in enumerate(q.types):
             sql = f"SELECT seq FROM records WHERE type IN ({', '.join(self.name(t) for t in group)})"
-            found.append(("type", sql, sql, None))
+            found.append((f"type{i}", sql, sql, None))
         if q.text and fts_query(q.text):
             text = self.text()
             sql = f"SELECT rowid AS seq FROM records_fts WHERE records_fts MATCH {text}"
@@ -149,9 +151,15 @@ class _Builder:
         window = _window(q.dates)
         if window is not None:
             lo, hi = self.name(window[0] - _WIDE_MS), self.name(window[1])
-            sql = (f"SELECT seq FROM records WHERE date_lo BETWEEN {lo} AND {hi}"
-                   f" UNION ALL SELECT seq FROM records WHERE date_hi - date_lo > {_WIDE_MS}")
+            wide = f"SELECT seq FROM records WHERE date_hi - date_lo > {_WIDE_MS}"
+            sql = f"SELECT seq FROM records WHERE date_lo BETWEEN {lo} AND {hi} UNION ALL {wide}"
             found.append(("date", sql, sql, None))
+            for kind, attr in _KINDS:  # a term inside the window: one range of (kind, value, date_lo)
+                for i, group in enumerate(getattr(q, attr)):
+                    parts = [f"SELECT t.seq FROM search_terms t WHERE {self.term_match('t', kind, term)}"
+                             f" AND t.date_lo BETWEEN {lo} AND {hi}" for term in group]
+                    sql = " UNION ALL ".join([*parts, wide])
+                    found.append((f"{kind}{i}@date", sql, sql, None))
         return found
 
 
@@ -174,28 +182,38 @@ def _estimate(conn: sqlite3.Connection, sql: str, params: dict) -> int:
 def plan(conn: sqlite3.Connection, query: Query) -> tuple[str, str, dict]:
     """(strategy name, SQL, parameters) for ``query``."""
     b = _Builder(query)
-    where = " AND ".join(b.filters())
+    filters = b.filters()
     limit = b.name(query.limit + 1)
     sources = [(name, _estimate(conn, count_sql, b.params), sql, walk)
                for name, count_sql, sql, walk in b.sources()]
     name, size, sql, _ = min(sources, key=lambda source: source[1])
+
+    def where(driver: str) -> str:  # "code0@date" implies code0 (its dates are checked exactly)
+        return " AND ".join(sql for key, sql in filters.items() if key != driver.partition("@")[0])
+
     select = "SELECT r.*, p.status AS pin_status, p.replicas AS pin_replicas"
     pin = "LEFT JOIN pins p ON p.cid = r.cid"
     if size <= SMALL:
-        return (f"set:{name}", f"WITH cand(seq) AS MATERIALIZED ({sql}) {select} FROM cand JOIN records r"
-                               f" ON r.seq = cand.seq {pin} WHERE {where} ORDER BY {b.order()} LIMIT {limit}", b.params)
+        return (f"set:{_kind(name)}", f"WITH cand(seq) AS MATERIALIZED ({sql}) {select} FROM cand JOIN records r"
+                                      f" ON r.seq = cand.seq {pin} WHERE {where(name)} ORDER BY {b.order()}"
+                                      f" LIMIT {limit}", b.params)
     walkable = [source for source in sources if source[3] is not None]
     if query.sort == "-seq" and walkable:  # walk the smallest ordered index newest first
         name, _, _, walk = min(walkable, key=lambda source: source[1])
         head, _, rest = walk.partition(" WHERE ")
         cond, _, order = rest.partition(" ORDER BY ")
-        return (f"walk:{name}", f"{select} FROM {head} {pin} WHERE {cond} AND {where}"
-                                f" ORDER BY {order} LIMIT {limit}", b.params)
+        return (f"walk:{_kind(name)}", f"{select} FROM {head} {pin} WHERE {cond} AND {where(name)}"
+                                       f" ORDER BY {order} LIMIT {limit}", b.params)
     if query.sort == "-seq":
-        return ("walk:seq", f"{select} FROM records r NOT INDEXED {pin} WHERE {where} ORDER BY r.seq DESC"
+        return ("walk:seq", f"{select} FROM records r NOT INDEXED {pin} WHERE {where('')} ORDER BY r.seq DESC"
                             f" LIMIT {limit}", b.params)
-    return ("walk:date", f"{select} FROM records r INDEXED BY idx_records_date_lo_seq {pin} WHERE {where}"
+    return ("walk:date", f"{select} FROM records r INDEXED BY idx_records_date_lo_seq {pin} WHERE {where('')}"
                          f" ORDER BY {b.order()} LIMIT {limit}", b.params)
+
+
+def _kind(source: str) -> str:
+    kind, at, window = source.partition("@")
+    return kind.rstrip("0123456789") + at + window
 
 
 def run(conn: sqlite3.Connection, query: Query) -> tuple[list[dict], dict | None]:

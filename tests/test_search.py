@@ -204,7 +204,9 @@ def big_index(tmp_path_factory):
     ("owner", [("code", "http://loinc.org|1000-0")], "walk:code", "search_terms_system"),
     ("owner", [("q", bench.RARE)], "set:text", "records_fts"),
     ("owner", [("since", "2018-03-04"), ("until", "2018-03-04")], "set:date", "idx_records_date_lo_seq"),
-    ("owner", [("patient", "PATIENT")], "set:ref", "search_terms_value"),
+    ("owner", [("patient", "PATIENT")], "set:ref", "(kind=? AND value=?)"),
+    ("owner", [("code", "1000-0"), ("since", "2018-03"), ("until", "2018-03")], "set:code@date",
+     "search_terms_dated (kind=? AND value=? AND date_lo>? AND date_lo<?)"),
 ])
 def test_plans_start_from_the_smallest_set(big_index, who, items, strategy, uses):
     conn, owner, clinician, patients, _ = big_index
