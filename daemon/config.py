@@ -39,6 +39,7 @@ class Config:
     cluster_basic_auth: str | None = None  # "user:password"
     cluster_token: str | None = None
     request_timeout: float = 60.0
+    fetch_timeout: float = 30.0  # how long a block no peer has is waited for before 504
     grant_policy: str = "patient_or_author"  # or "patient": only the record's patient may grant
     emergency_minutes: int = 60  # how long break-glass access lasts
     master_key: dict = field(default_factory=dict)
@@ -68,6 +69,8 @@ class Config:
             raise ValueError(f"link_fanout must be between 2 and {MAX_LINKS}")
         if self.grant_policy not in ("patient_or_author", "patient"):
             raise ValueError("grant_policy must be patient_or_author or patient")
+        if not 0 < self.fetch_timeout <= 3600:
+            raise ValueError("fetch_timeout must be between 0 and 3600 seconds")
         if not 1 <= self.replication_min <= self.replication_max:
             raise ValueError("replication_min must be at least 1 and at most replication_max")
         return self

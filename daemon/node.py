@@ -77,10 +77,10 @@ def make_backend(config: Config, metrics: Metrics):
         return store, LocalPinner(store)
     rpc = KuboRpc(config.ipfs_api, metrics, timeout=config.request_timeout)
     if config.backend == "kubo":
-        return KuboBlockStore(rpc), KuboPinner(rpc)
+        return KuboBlockStore(rpc, config.fetch_timeout), KuboPinner(rpc)
     rest = ClusterRest(config.cluster_api, metrics, basic_auth=config.cluster_basic_auth,
                        token=config.cluster_token, timeout=config.request_timeout)
-    return KuboBlockStore(rpc), ClusterPinner(rest)
+    return KuboBlockStore(rpc, config.fetch_timeout), ClusterPinner(rest)
 
 
 async def open_vault(config: Config) -> Vault:

@@ -1,6 +1,7 @@
 """What the Kubo RPC and Cluster REST clients share: one aiohttp session,
-timeouts, retries with backoff on transport errors only (never on an answer
-the backend gave), latency/error metrics, and the mapping of "cannot reach"
+timeouts, retries with backoff on fast transport errors only (never on an
+answer the backend gave, nor on a timeout: a request that used its whole
+deadline would triple the caller's wait if tried again), latency/error metrics, and the mapping of "cannot reach"
 to BackendUnavailable (HTTP 503) so the daemon keeps running and recovers
 on its own when the backend returns."""
 from __future__ import annotations
@@ -88,7 +89,7 @@ class HttpBackend:
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError,
                     ConnectionError) as exc:
                 self._observe(op, started, True)
-                if attempt + 1 >= attempts:
+                if attempt + 1 >= attempts or isinstance(exc, asyncio.TimeoutError):
                     raise BackendUnavailable(f"{self.name} is unavailable ({type(exc).__name__})") from None
                 await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
