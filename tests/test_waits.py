@@ -48,3 +48,18 @@ async def test_share_import_with_kubo_down_stays_503(tmp_path, aiohttp_client):
     finally:
         await close_vault(api.vault)
         own.stop()
+
+
+async def test_car_naming_a_missing_block_is_504_within_the_fetch_timeout(tmp_path, aiohttp_client, kubo):
+    from daemon import car
+    api = await _api(tmp_path, aiohttp_client, kubo.api_url, fetch_timeout=FETCH_TIMEOUT)
+    try:
+        archive = car.header([Cid.for_data(DAG_CBOR, os.urandom(64))])  # a root and no blocks
+        started = time.monotonic()
+        resp = await api.client.post("/v1/imports/car", data=archive,
+                                     headers={**api.auth(), "Content-Type": "application/vnd.ipld.car"})
+        assert resp.status == 504, await resp.text()
+        assert (await resp.json())["error"]["code"] == "not_found_on_network"
+        assert time.monotonic() - started < BOUND
+    finally:
+        await close_vault(api.vault)
