@@ -1,6 +1,7 @@
 """Builds the aiohttp application around a Vault."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -8,7 +9,7 @@ from aiohttp import web
 
 from . import routes_admin, routes_audit, routes_pins, routes_records, routes_sharing, routes_system
 from .auth import auth_middleware
-from .errors import error_middleware
+from .errors import CLIENT_CLOSED, client_gone, error_middleware
 from .keys import VAULT
 
 log = logging.getLogger("medvault.api")
@@ -25,6 +26,10 @@ def _observe_middleware(vault):
             response = await handler(request)
             status = response.status
             return response
+        except asyncio.CancelledError:
+            if client_gone(request):
+                status = CLIENT_CLOSED
+            raise
         finally:
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else "unmatched"

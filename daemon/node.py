@@ -85,7 +85,7 @@ def make_backend(config: Config, metrics: Metrics):
 
 async def open_vault(config: Config) -> Vault:
     keys = FileKeyStore(config.keys_dir, load_master_key(config.data_dir, config.master_key))
-    db = Database(config.index_path)
+    db = Database(config.index_path, time_limit=config.query_time_limit)
     await db.start()
     metrics = Metrics()
     blocks, pinner = make_backend(config, metrics)
