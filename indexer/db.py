@@ -181,6 +181,8 @@ class Database(Index):
                     conn.execute("RELEASE op")
                     results.append((True, value))
                 except Exception as exc:  # handed to that caller only
+                    if not conn.in_transaction:
+                        raise  # SQLite rolled back the whole batch itself (a full disk does): all fail
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     results.append((False, exc))
