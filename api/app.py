@@ -7,7 +7,8 @@ import time
 
 from aiohttp import web
 
-from . import routes_admin, routes_audit, routes_pins, routes_records, routes_sharing, routes_system
+from . import (routes_admin, routes_audit, routes_maintenance, routes_pins, routes_records, routes_sharing,
+               routes_system)
 from .auth import auth_middleware
 from .errors import CLIENT_CLOSED, client_gone, error_middleware
 from .keys import VAULT
@@ -50,6 +51,7 @@ def make_app(vault) -> web.Application:
     app = web.Application(middlewares=[_observe_middleware(vault), error_middleware, auth_middleware(vault)])
     app.on_response_prepare.append(_nosniff)
     app[VAULT] = vault
-    for module in (routes_system, routes_records, routes_sharing, routes_admin, routes_audit, routes_pins):
+    for module in (routes_system, routes_records, routes_sharing, routes_admin, routes_audit, routes_pins,
+                   routes_maintenance):
         app.add_routes(module.routes)
     return app

@@ -18,7 +18,8 @@ from aiohttp import web
 from api.app import make_app
 
 from .config import Config
-from .errors import VaultError
+from .datalock import DataDirLock
+from .errors import Conflict, VaultError
 from .fsutil import atomic_write
 from .node import close_vault, open_vault
 
@@ -48,6 +49,17 @@ async def _sweep(vault, grace: float, every: float | None) -> None:
 
 async def serve(config: Config, listen: str, ready: asyncio.Event | None = None) -> None:
     host, port = split_listen(listen)
+    lock = DataDirLock(config.data_dir)
+    if not lock.try_acquire():
+        raise Conflict(f"another medvault process (daemon, gc or reindex) is using {config.data_dir}",
+                       "data_dir_busy")
+    try:
+        await _serve(config, host, port, ready)
+    finally:
+        lock.release()
+
+
+async def _serve(config: Config, host: str, port: int, ready: asyncio.Event | None) -> None:
     vault = await open_vault(config)
     app = make_app(vault)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
