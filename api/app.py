@@ -12,7 +12,7 @@ from . import (routes_admin, routes_audit, routes_maintenance, routes_pins, rout
 from .auth import auth_middleware
 from .errors import CLIENT_CLOSED, client_gone, error_middleware
 from .keys import VAULT
-from .limits import body_timeout_middleware
+from .limits import slow_client_middleware
 
 log = logging.getLogger("medvault.api")
 
@@ -50,7 +50,7 @@ async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
 
 def make_app(vault) -> web.Application:
     app = web.Application(middlewares=[_observe_middleware(vault), error_middleware,
-                                       body_timeout_middleware(vault.config.body_timeout), auth_middleware(vault)])
+                                       slow_client_middleware(vault.config.body_timeout), auth_middleware(vault)])
     app.on_response_prepare.append(_nosniff)
     app[VAULT] = vault
     for module in (routes_system, routes_records, routes_sharing, routes_admin, routes_audit, routes_pins,

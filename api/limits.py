@@ -1,4 +1,6 @@
-"""Bounded waits on slow clients while a request body is read.
+"""Bounded waits on slow clients: which connections have sent a complete
+request (the listener closes those that have not in time), and a watchdog
+while a request body is read.
 
 aiohttp bounds header reading (see daemon/listener.py) but not the body: a
 client that announces a large Content-Length and then sends nothing holds
@@ -19,10 +21,12 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 
 from aiohttp import web
 
 log = logging.getLogger("medvault.api")
+STARTED: weakref.WeakSet = weakref.WeakSet()  # transports that have carried a complete request
 _TIMEOUT_BODY = json.dumps({"error": {"code": "request_timeout",
                                       "message": "the request body arrived too slowly"}})
 _TIMEOUT_RESPONSE = (f"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
@@ -46,9 +50,11 @@ async def _watch(request: web.Request, timeout: float) -> None:
             return
 
 
-def body_timeout_middleware(timeout: float):
+def slow_client_middleware(timeout: float):
     @web.middleware
     async def middleware(request: web.Request, handler):
+        if request.transport is not None:
+            STARTED.add(request.transport)
         if not request.body_exists:
             return await handler(request)
         watchdog = asyncio.create_task(_watch(request, timeout))

@@ -5,9 +5,13 @@ accepted socket to the app), so the socket is opened here with a protocol
 factory that counts the app server's live connections: past
 ``max_connections`` a new one gets a short 503 and is closed at once,
 instead of holding a file descriptor and a parser for a client we cannot
-serve. Header read time is bounded by aiohttp itself (its keep-alive timer
-is armed when a connection opens and closes it if no complete request has
-arrived); body read time by ``api.limits``.
+serve.
+
+Header read time: aiohttp's keep-alive timer closes a connection that has
+not sent complete headers ``keepalive_timeout`` after its last response,
+but only recent releases (aio-libs/aiohttp#13681) arm it when a connection
+opens; so the first request's deadline is set here, whatever the version.
+Body read time is bounded by ``api.limits``.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import asyncio
 import json
 
 from aiohttp import web
+
+from api.limits import STARTED
 
 _BUSY_BODY = json.dumps({"error": {"code": "too_many_connections",
                                    "message": "the node is serving its maximum number of connections; retry"}})
@@ -28,11 +34,22 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
-async def listen(runner: web.AppRunner, host: str, port: int, max_connections: int) -> asyncio.AbstractServer:
+async def listen(runner: web.AppRunner, host: str, port: int, max_connections: int,
+                 header_timeout: float) -> asyncio.AbstractServer:
     """Serves ``runner``'s app on host:port; close the returned server before ``runner.cleanup()``."""
     app_server = runner.server
+    loop = asyncio.get_running_loop()
+
+    def expire_if_silent(handler) -> None:
+        transport = handler.transport
+        if transport is not None and transport not in STARTED:
+            transport.close()  # no complete request headers in time
 
     def protocol():
-        return _Busy() if len(app_server.connections) >= max_connections else app_server()
+        if len(app_server.connections) >= max_connections:
+            return _Busy()
+        handler = app_server()
+        loop.call_later(header_timeout, expire_if_silent, handler)
+        return handler
 
-    return await asyncio.get_running_loop().create_server(protocol, host, port, reuse_address=True)
+    return await loop.create_server(protocol, host, port, reuse_address=True)

@@ -74,7 +74,7 @@ async def _serve(config: Config, host: str, port: int, ready: asyncio.Event | No
     api_file = os.path.join(config.data_dir, API_FILE)
     server = None
     try:
-        server = await listen(runner, host, port, config.max_connections)
+        server = await listen(runner, host, port, config.max_connections, config.header_timeout)
         bound = server.sockets[0].getsockname()
         address = f"http://{host}:{bound[1]}"
         atomic_write(api_file, address.encode() + b"\n", 0o600)
