@@ -50,7 +50,9 @@ async def test_share_import_with_kubo_down_stays_503(tmp_path, aiohttp_client):
         own.stop()
 
 
-async def test_car_naming_a_missing_block_is_504_within_the_fetch_timeout(tmp_path, aiohttp_client, kubo):
+async def test_car_naming_a_missing_block_is_answered_at_once(tmp_path, aiohttp_client, kubo):
+    """A CAR import reads only the archive (never the network), so a block it
+    lacks is 422 incomplete_car straight away, not a wait on IPFS."""
     from daemon import car
     api = await _api(tmp_path, aiohttp_client, kubo.api_url, fetch_timeout=FETCH_TIMEOUT)
     try:
@@ -58,8 +60,8 @@ async def test_car_naming_a_missing_block_is_504_within_the_fetch_timeout(tmp_pa
         started = time.monotonic()
         resp = await api.client.post("/v1/imports/car", data=archive,
                                      headers={**api.auth(), "Content-Type": "application/vnd.ipld.car"})
-        assert resp.status == 504, await resp.text()
-        assert (await resp.json())["error"]["code"] == "not_found_on_network"
+        assert resp.status == 422, await resp.text()
+        assert (await resp.json())["error"]["code"] == "incomplete_car"
         assert time.monotonic() - started < BOUND
     finally:
         await close_vault(api.vault)
