@@ -115,3 +115,29 @@ async def test_full_index_is_507(tmp_path, aiohttp_client):
         assert (await _upload(api, os.urandom(1000))).status == 201
     finally:
         await close_vault(api.vault)
+
+
+async def test_kubo_with_a_full_disk_is_507_and_recovers(small_disk, tmp_path, aiohttp_client):
+    """The kubo backend: Kubo's own ENOSPC ("no space left on device") is the node's 507 too."""
+    from .ipfs import Kubo
+    kubo = Kubo(small_disk, "kubo").start()  # Kubo's repo on the 12 MiB tmpfs; our data dir is not
+    api = await _api(str(tmp_path / "node"), aiohttp_client, backend="kubo", ipfs_api=kubo.api_url)
+    try:
+        stored = []
+        for _ in range(20):
+            resp = await _upload(api, os.urandom(MiB))
+            if resp.status != 201:
+                break
+            stored.append((await resp.json())["id"])
+        assert resp.status == 507, await resp.text()
+        assert (await resp.json())["error"]["code"] == "insufficient_storage"
+        assert stored
+        for record_id in stored[:3]:
+            resp = await api.client.delete(f"/v1/records/{record_id}", headers=api.auth())
+            assert resp.status == 204, await resp.text()
+        kubo.ipfs("repo", "gc")  # on Kubo, unpinned blocks go with Kubo's own garbage collection
+        resp = await _upload(api, os.urandom(MiB))
+        assert resp.status == 201, await resp.text()
+    finally:
+        await close_vault(api.vault)
+        kubo.stop()

@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
-from ..errors import BackendUnavailable, VaultError
+from ..errors import BackendUnavailable, InsufficientStorage, VaultError
+
+_NO_SPACE = "no space left on device"  # Go's text for ENOSPC, as Kubo and Cluster pass it on
 
 
 class BackendError(VaultError):
@@ -57,14 +59,18 @@ class HttpBackend:
             if failed:
                 self._metrics.backend_errors.labels(self.name, op).inc()
 
-    async def _error_from(self, response: aiohttp.ClientResponse) -> BackendError:
-        """Kubo answers ``{"Message","Code","Type"}``; Cluster ``{"code","message"}``."""
+    async def _error_from(self, response: aiohttp.ClientResponse) -> VaultError:
+        """Kubo answers ``{"Message","Code","Type"}``; Cluster ``{"code","message"}``.
+        A full disk on the backend's side is the node's 507, like our own."""
         text = await response.text()
         try:
             doc = json.loads(text)
             message = doc.get("Message") or doc.get("message") or text
         except (ValueError, AttributeError):
             message = text
+        if _NO_SPACE in str(message):
+            return InsufficientStorage(f"{self.name}'s disk is full; erase records (then collect its garbage) "
+                                       "or add space, then retry")
         return BackendError(f"{self.name} refused the request: {str(message)[:300]}", response.status)
 
     async def request(self, method: str, path: str, op: str, *, parse: str = "json", params=None, data=None,
