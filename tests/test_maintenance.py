@@ -104,3 +104,12 @@ def test_export_meeting_a_missing_block_cuts_the_connection(node, tmp_path):
                  timeout=120)
     assert result.returncode != 0 and not out.exists()
     assert time.monotonic() - started < 60
+
+
+def test_a_second_daemon_and_reindex_refuse_a_data_dir_in_use(node):
+    data_dir, _, _ = node
+    second = run("daemon", "--data-dir", data_dir, "--listen", "127.0.0.1:0", check=False, timeout=60)
+    assert second.returncode != 0 and b"another medvault process" in second.stderr
+    reindex = run("reindex", "--data-dir", data_dir, check=False, timeout=60)
+    assert reindex.returncode != 0 and b"stop it before" in reindex.stderr
+    assert run_json("search", "--data-dir", data_dir)["items"] == []  # the running daemon is untouched
