@@ -203,14 +203,22 @@ class Services:
         hands out the block store through a TrackedPuts. If the upload fails
         or is cut off, everything it stored is unpinned and deleted."""
         self.space.require()
+        tracked = TrackedPuts(self.blocks)
+        async with self.in_flight(marker):
+            try:
+                yield tracked
+            except BaseException:
+                await self._abandon(tracked)
+                raise
+
+    @asynccontextmanager
+    async def in_flight(self, marker: object) -> AsyncIterator[None]:
+        """Garbage collection spares blocks stored from now until the block
+        leaves: keep the index commit that makes them live inside."""
         key = id(marker)
         self.inflight[key] = time.time()
-        tracked = TrackedPuts(self.blocks)
         try:
-            yield tracked
-        except BaseException:
-            await self._abandon(tracked)
-            raise
+            yield
         finally:
             self.inflight.pop(key, None)
 
