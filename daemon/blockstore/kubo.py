@@ -16,7 +16,7 @@ import aiohttp
 
 from ..blocks import Block
 from ..cid import DAG_CBOR, RAW, Cid
-from ..errors import BlockNotFound, IntegrityError, NotFoundOnNetwork
+from ..errors import BackendUnavailable, BlockNotFound, IntegrityError, NotFoundOnNetwork
 from .base import BlockStore, Pinner, PinStatus
 from .http import BackendError, HttpBackend
 
@@ -123,9 +123,20 @@ class KuboBlockStore(BlockStore):
 
     async def put_many(self, blocks: list[Block]) -> None:
         for batch in _batches(blocks):
-            keys = await self.rpc.block_put(batch)
-            if keys != [str(b.cid) for b in batch]:
-                raise IntegrityError("Kubo stored a block under a different CID than medvault computed")
+            await self._put_batch(batch)
+
+    async def _put_batch(self, batch: list[Block]) -> None:
+        keys = await self.rpc.block_put(batch)
+        if keys != [str(b.cid) for b in batch][:len(keys)]:
+            raise IntegrityError("Kubo stored a block under a different CID than medvault computed")
+        if len(keys) < len(batch):
+            # The answer stopped early: Kubo put its reason (a full disk, say) in an
+            # HTTP trailer aiohttp cannot read. Alone, the next block's failure
+            # comes back as an ordinary error answer.
+            if len(batch) == 1:
+                raise BackendUnavailable("Kubo did not confirm a block it was sent")
+            for block in batch[len(keys):]:
+                await self._put_batch([block])
 
     async def get(self, cid: Cid) -> bytes:
         try:
