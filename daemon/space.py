@@ -81,10 +81,12 @@ class Space:
                 os.posix_fallocate(handle.fileno(), 0, self.reserve_bytes)  # real blocks, not a sparse hole
             os.replace(tmp, self.reserve_path)
         except OSError as exc:
-            if not is_full(exc):
-                raise
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if not is_full(exc):  # a filesystem that cannot hold one: run without, and say so once
+                log.warning("cannot keep a space reserve here; erasure on a full disk may fail",
+                            extra={"errno": exc.errno})
+                self.reserve_bytes = 0
 
     def release_reserve(self) -> bool:
         try:
