@@ -12,6 +12,7 @@ import logging
 from aiohttp import web
 
 from daemon import errors as e
+from daemon.space import full_error, is_full
 from indexer.db import DiskFull, QueryInterrupted
 
 log = logging.getLogger("medvault.api")
@@ -81,6 +82,10 @@ async def _mapped(request: web.Request, handler):
             return await handler(request)
         except (DiskFull, QueryInterrupted) as index_error:
             raise _from_index(index_error) from None
+        except OSError as os_error:  # any write on a full disk (keys, spools), wherever it happens
+            if not is_full(os_error):
+                raise
+            raise full_error("files") from None
     except e.VaultError as error:
         status = status_of(error)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None

@@ -81,6 +81,8 @@ async def test_full_disk_is_507_erase_frees_it_and_uploads_resume(small_disk, ai
         _fill(filler)  # now truly full: not one byte left
         resp = await _upload(api, os.urandom(300_000))
         assert resp.status == 507 and (await resp.json())["error"]["code"] == "insufficient_storage"
+        resp = await api.client.post("/v1/principals", json={"name": "Dr. Full"}, headers=api.auth())
+        assert resp.status == 507, await resp.text()  # a key file cannot be written either: 507, not 500
         resp = await api.client.delete(f"/v1/records/{stored[0]}", headers=api.auth())
         assert resp.status == 204, await resp.text()  # erasure works on a full disk: it frees space
         resp = await api.client.get(f"/v1/records/{stored[0]}", headers=api.auth())
