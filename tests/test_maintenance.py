@@ -50,7 +50,7 @@ def test_gc_during_uploads_breaks_none_of_them(node, tmp_path):
         path.write_bytes(os.urandom(24 * MiB))
         files.append(path)
     uploads = [_put(data_dir, path) for path in files]
-    _wait(lambda: len(_block_files(data_dir)) >= 10, 60, "the uploads to store blocks")
+    _wait(lambda: len(_block_files(data_dir)) >= 10, 120, "the uploads to store blocks")
     collections = 0
     while any(u.poll() is None for u in uploads) or collections == 0:
         result = run_json("gc", "--grace", "0", "--data-dir", data_dir)  # through the daemon: it is running
@@ -78,12 +78,12 @@ def test_cut_off_upload_leaves_no_orphans_and_is_a_client_abort(node, tmp_path):
     data_dir, _, daemon = node
     before = _block_files(data_dir)
     big = tmp_path / "big.bin"
-    big.write_bytes(os.urandom(128 * MiB))
+    big.write_bytes(os.urandom(64 * MiB))
     upload = _put(data_dir, big)
-    _wait(lambda: len(_block_files(data_dir)) >= len(before) + 10, 60, "the upload to store blocks")
+    _wait(lambda: len(_block_files(data_dir)) >= len(before) + 10, 120, "the upload to store blocks")
     upload.send_signal(signal.SIGKILL)
-    upload.wait(10)
-    _wait(lambda: _block_files(data_dir) == before, 60, "the cut-off upload's blocks to be removed")
+    upload.wait(30)
+    _wait(lambda: _block_files(data_dir) == before, 120, "the cut-off upload's blocks to be removed")
     assert run_json("search", "--data-dir", data_dir)["items"] == []
     daemon.stop()
     lines = [json.loads(line) for line in open(daemon.log_path, "rb").read().splitlines()]
