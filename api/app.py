@@ -1,15 +1,18 @@
 """Builds the aiohttp application around a Vault."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from aiohttp import web
 
-from . import routes_admin, routes_audit, routes_pins, routes_records, routes_sharing, routes_system
+from . import (routes_admin, routes_audit, routes_maintenance, routes_pins, routes_records, routes_sharing,
+               routes_system)
 from .auth import auth_middleware
-from .errors import error_middleware
+from .errors import CLIENT_CLOSED, client_gone, error_middleware
 from .keys import VAULT
+from .limits import slow_client_middleware
 
 log = logging.getLogger("medvault.api")
 
@@ -25,6 +28,10 @@ def _observe_middleware(vault):
             response = await handler(request)
             status = response.status
             return response
+        except asyncio.CancelledError:
+            if client_gone(request):
+                status = CLIENT_CLOSED
+            raise
         finally:
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else "unmatched"
@@ -42,9 +49,11 @@ async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def make_app(vault) -> web.Application:
-    app = web.Application(middlewares=[_observe_middleware(vault), error_middleware, auth_middleware(vault)])
+    app = web.Application(middlewares=[_observe_middleware(vault), error_middleware,
+                                       slow_client_middleware(vault.config.body_timeout), auth_middleware(vault)])
     app.on_response_prepare.append(_nosniff)
     app[VAULT] = vault
-    for module in (routes_system, routes_records, routes_sharing, routes_admin, routes_audit, routes_pins):
+    for module in (routes_system, routes_records, routes_sharing, routes_admin, routes_audit, routes_pins,
+                   routes_maintenance):
         app.add_routes(module.routes)
     return app

@@ -6,18 +6,22 @@ and answered with a generic 500 that reveals nothing.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
 
 from daemon import errors as e
+from daemon.space import full_error, is_full
+from indexer.db import DiskFull, QueryInterrupted
 
 log = logging.getLogger("medvault.api")
 
 STATUS = {
     e.BadRequest: 400, e.Unauthorized: 401, e.Forbidden: 403, e.NotFound: 404, e.Conflict: 409,
     e.TooLarge: 413, e.UnsupportedMediaType: 415, e.InvalidRecord: 422, e.IntegrityError: 502,
-    e.BlockNotFound: 502, e.BackendUnavailable: 503,
+    e.BlockNotFound: 502, e.BackendUnavailable: 503, e.QueryTimeout: 503, e.NotFoundOnNetwork: 504,
+    e.InsufficientStorage: 507,
 }
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
@@ -28,6 +32,13 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
     return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
+def _from_index(error: Exception) -> e.VaultError:
+    """The index's own errors (it knows nothing of the engine's), in engine terms."""
+    if isinstance(error, DiskFull):
+        return e.InsufficientStorage("the node's disk is full (index); erase records or add space, then retry")
+    return e.QueryTimeout(f"{error}: narrow the query (fewer terms, a shorter time span) or retry later")
+
+
 def status_of(error: e.VaultError) -> int:
     for kind in type(error).__mro__:
         if kind in STATUS:
@@ -35,10 +46,46 @@ def status_of(error: e.VaultError) -> int:
     return 500
 
 
+CLIENT_CLOSED = 499  # nginx's "client closed request": only ever seen in our own logs
+
+
+def client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _aborted(request: web.Request, error: BaseException) -> web.Response:
+    """A client that hangs up mid-request is not a server error: one info line, no 500."""
+    log.info("request aborted by the client", extra={"error_type": type(error).__name__,
+                                                     "route": _route(request)})
+    return web.Response(status=CLIENT_CLOSED)
+
+
+def _route(request: web.Request) -> str | None:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler):
     try:
-        return await handler(request)
+        return await _mapped(request, handler)
+    except asyncio.CancelledError as error:  # aiohttp cancels a handler whose client left
+        if client_gone(request):
+            _aborted(request, error)
+        raise
+
+
+async def _mapped(request: web.Request, handler):
+    try:
+        try:
+            return await handler(request)
+        except (DiskFull, QueryInterrupted) as index_error:
+            raise _from_index(index_error) from None
+        except OSError as os_error:  # any write on a full disk (keys, spools), wherever it happens
+            if not is_full(os_error):
+                raise
+            raise full_error("files") from None
     except e.VaultError as error:
         status = status_of(error)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -49,7 +96,7 @@ async def error_middleware(request: web.Request, handler):
         return error_response(error.status, _HTTP_CODES.get(error.status, "http_error"), error.reason,
                               {k: v for k, v in error.headers.items() if k.lower() == "allow"})
     except Exception as error:  # a bug: log the type, never the message (may hold data)
-        log.error("unhandled error", extra={"error_type": type(error).__name__,
-                                             "route": request.match_info.route.resource.canonical
-                                             if request.match_info.route.resource else None})
+        if client_gone(request):
+            return _aborted(request, error)
+        log.error("unhandled error", extra={"error_type": type(error).__name__, "route": _route(request)})
         return error_response(500, "internal_error", "the server failed to handle this request")

@@ -147,6 +147,12 @@ def document() -> dict:
                                                             {"200": _JSON("PinDetail")}, op_id="getPin")},
         "/v1/pins/{cid}/recover": {"parameters": [_CID], "post": _op("Re-pin now", "operator",
                                                                      {"200": _JSON("PinDetail")}, op_id="recoverPin")},
+        "/v1/admin/gc": {"post": _op("Collect unreferenced blocks, sparing uploads in flight", "operator", {
+            "200": {"description": "what was removed and kept", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"removed": {"type": "integer"}, "kept": {"type": "integer"}}}}}}},
+            [_q("grace", "seconds a new block is spared (default: config)", {"type": "number", "minimum": 0}),
+             _q("force", "collect even when the index pins nothing", {"enum": ["true", "false"]})],
+            op_id="collectGarbage")},
         "/metrics": {"get": _op("Prometheus metrics", "operator", {"200": {"description": "text exposition",
                                                                            "content": {"text/plain": {}}}},
                                 op_id="metrics")},

@@ -1,19 +1,18 @@
 """/v1/records: upload, search, read (with Range), versions, update, erase."""
 from __future__ import annotations
 
-import logging
 import re
 
 from aiohttp import web
 
-from daemon.errors import BadRequest, VaultError
+from daemon.errors import BadRequest
 from daemon.record_input import RecordInput
 
 from .auth import caller_of, scope
 from .keys import VAULT
-from .errors import error_response, status_of
+from .errors import error_response
+from .streaming import send
 
-log = logging.getLogger("medvault.api")
 routes = web.RouteTableDef()
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _BODY_PIECE = 256 * 1024
@@ -112,19 +111,7 @@ async def get_content(request: web.Request) -> web.StreamResponse:
         **({"Content-Range": f"bytes {start}-{end}/{opened.size}"} if span else {}),
     })
     await response.prepare(request)
-    try:
-        await response.write(first)
-        async for piece in pieces:
-            await response.write(piece)
-    except VaultError as error:
-        # Headers are gone; cutting the connection is the only honest signal left.
-        log.warning("read aborted mid-stream", extra={"status": status_of(error),
-                                                                     "code": error.code})
-        if request.transport is not None:
-            request.transport.close()
-        return response
-    await response.write_eof()
-    return response
+    return await send(request, response, pieces, first)
 
 
 @routes.put("/v1/records/{id}")

@@ -9,6 +9,7 @@ from daemon.errors import BadRequest, UnsupportedMediaType
 from .auth import caller_of, scope
 from .keys import VAULT
 from .params import json_object
+from .streaming import send
 
 routes = web.RouteTableDef()
 CAR_TYPE = "application/vnd.ipld.car"
@@ -75,10 +76,7 @@ async def export_car(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": CAR_TYPE, "Cache-Control": "no-store",
                                            "X-Medvault-Records": str(count)})
     await response.prepare(request)
-    async for piece in stream:
-        await response.write(piece)
-    await response.write_eof()
-    return response
+    return await send(request, response, stream)  # a missing block cuts the connection
 
 
 @routes.post("/v1/imports/car")

@@ -63,7 +63,7 @@ async def authenticate(db: Database, header: str | None) -> Caller:
     token = token.strip()
     if scheme.lower() != "bearer" or not token.startswith(_PREFIX) or len(token) > 200:
         raise Unauthorized("the Authorization header must be 'Bearer <token>'", "bad_token")
-    row = await db.read(principal_rows.find_token, _hash(token))
+    row = await db.read_auth(principal_rows.find_token, _hash(token))
     if row is None:
         raise Unauthorized("the token is not valid", "bad_token")
     if row["revoked"]:

@@ -13,6 +13,7 @@ from urllib.parse import quote
 from . import logs
 from .client import Client, ClientError, print_json, resolve
 from .config import DEFAULT_LISTEN, Config
+from .datalock import DataDirLock
 from .errors import VaultError
 from .keystore import KeyStoreError
 from .node import InitError, close_vault, init_data_dir, open_vault
@@ -128,17 +129,40 @@ async def _local_command(args) -> int:
         logs.setup(args.log_level)
         await serve(config, args.listen or config.listen)
         return 0
-    if args.command == "reindex":
-        from .reindex import reindex
-        print_json(await reindex(config))
+    lock = DataDirLock(config.data_dir)
+    if not lock.try_acquire():
+        if args.command == "reindex":
+            raise ClientError("the daemon is running: stop it before `medvault reindex`")
+        print_json(await _gc_through_daemon(args))  # only the daemon knows its uploads in flight
         return 0
-    vault = await open_vault(config)
     try:
-        grace = config.gc_grace_seconds if args.grace is None else args.grace
-        print_json(await vault.garbage.collect(grace, force=args.force))
+        if args.command == "reindex":
+            from .reindex import reindex
+            print_json(await reindex(config))
+            return 0
+        vault = await open_vault(config)
+        try:
+            grace = config.gc_grace_seconds if args.grace is None else args.grace
+            print_json(await vault.garbage.collect(grace, force=args.force))
+        finally:
+            await close_vault(vault)
     finally:
-        await close_vault(vault)
+        lock.release()
     return 0
+
+
+async def _gc_through_daemon(args) -> dict:
+    """The daemon holding this data dir collects, sparing what it has in flight."""
+    try:
+        with open(os.path.join(_data_dir(args), "api")) as handle:
+            api = handle.read().strip()
+    except FileNotFoundError:
+        raise ClientError("the daemon holding this data dir is starting or stopping; retry") from None
+    params = {"force": "true" if args.force else "false"}
+    if args.grace is not None:
+        params["grace"] = str(args.grace)
+    async with Client(api, resolve(_data_dir(args))[1]) as client:
+        return await client.request("POST", "/v1/admin/gc", params=params)
 
 
 async def _client_command(args) -> int:

@@ -39,6 +39,13 @@ class Config:
     cluster_basic_auth: str | None = None  # "user:password"
     cluster_token: str | None = None
     request_timeout: float = 60.0
+    fetch_timeout: float = 30.0  # how long a block no peer has is waited for before 504
+    query_time_limit: float = 5.0  # an index read running longer is interrupted (503 query_timeout)
+    header_timeout: float = 15.0  # a connection's complete request headers (and idle keep-alive) within this
+    body_timeout: float = 30.0  # longest silence from a client while its request body is being read
+    max_connections: int = 256  # open connections; more get 503 too_many_connections
+    min_free_bytes: int = 64 * 1024 ** 2  # below this, uploads get 507 and health says degraded
+    reserve_bytes: int = 8 * 1024 ** 2  # kept in a file, given back so an erase can run on a full disk
     grant_policy: str = "patient_or_author"  # or "patient": only the record's patient may grant
     emergency_minutes: int = 60  # how long break-glass access lasts
     master_key: dict = field(default_factory=dict)
@@ -68,6 +75,16 @@ class Config:
             raise ValueError(f"link_fanout must be between 2 and {MAX_LINKS}")
         if self.grant_policy not in ("patient_or_author", "patient"):
             raise ValueError("grant_policy must be patient_or_author or patient")
+        if not 0 < self.fetch_timeout <= 3600:
+            raise ValueError("fetch_timeout must be between 0 and 3600 seconds")
+        if not 0 < self.query_time_limit <= 3600:
+            raise ValueError("query_time_limit must be between 0 and 3600 seconds")
+        if not (0 < self.header_timeout <= 3600 and 0 < self.body_timeout <= 3600):
+            raise ValueError("header_timeout and body_timeout must be between 0 and 3600 seconds")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if self.min_free_bytes < 0 or self.reserve_bytes < 0:
+            raise ValueError("min_free_bytes and reserve_bytes must not be negative")
         if not 1 <= self.replication_min <= self.replication_max:
             raise ValueError("replication_min must be at least 1 and at most replication_max")
         return self

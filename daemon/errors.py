@@ -60,3 +60,22 @@ class BackendUnavailable(VaultError):
 
 class BlockNotFound(VaultError):
     code = "block_not_found"
+
+
+class NotFoundOnNetwork(VaultError):
+    """No peer answered for a block within the fetch timeout. Not a
+    BlockNotFound: the block may exist somewhere, we only stopped waiting."""
+
+    code = "not_found_on_network"
+
+
+class InsufficientStorage(VaultError):
+    """The node's disk (blocks or index) is full; erasing records frees it."""
+
+    code = "insufficient_storage"
+
+
+class QueryTimeout(VaultError):
+    """An index query ran past the node's time limit and was interrupted."""
+
+    code = "query_timeout"

@@ -125,7 +125,7 @@ class Imports:
         s = self._s
         items = sorted(items, key=lambda v: (v.body["record"], v.body["version"]))  # a CAR may hold v1 and v2
         ids = [v.body["record"] for v in items]
-        async with s.locks.hold(*ids):
+        async with s.locks.hold(*ids), s.in_flight(items):  # gc spares the blocks stored here until committed
             now = timeutil.now()
             envelopes = [str(v.grant.envelope) for v in items]
             decisions, revoked = await s.db.read(lambda conn: (

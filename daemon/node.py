@@ -77,15 +77,15 @@ def make_backend(config: Config, metrics: Metrics):
         return store, LocalPinner(store)
     rpc = KuboRpc(config.ipfs_api, metrics, timeout=config.request_timeout)
     if config.backend == "kubo":
-        return KuboBlockStore(rpc), KuboPinner(rpc)
+        return KuboBlockStore(rpc, config.fetch_timeout), KuboPinner(rpc)
     rest = ClusterRest(config.cluster_api, metrics, basic_auth=config.cluster_basic_auth,
                        token=config.cluster_token, timeout=config.request_timeout)
-    return KuboBlockStore(rpc), ClusterPinner(rest)
+    return KuboBlockStore(rpc, config.fetch_timeout), ClusterPinner(rest)
 
 
 async def open_vault(config: Config) -> Vault:
     keys = FileKeyStore(config.keys_dir, load_master_key(config.data_dir, config.master_key))
-    db = Database(config.index_path)
+    db = Database(config.index_path, time_limit=config.query_time_limit)
     await db.start()
     metrics = Metrics()
     blocks, pinner = make_backend(config, metrics)

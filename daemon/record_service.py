@@ -122,7 +122,7 @@ class Records:
                 audit.append(conn, now, caller.did, "erase", record_id, "ok",
                              {"versions": len(cids["manifests"]), "envelopes": len(cids["envelopes"])})
 
-            await s.db.write(commit)
+            await s.space.freeing(lambda: s.db.write(commit))  # on a full disk, spends the reserve
             doomed = [Cid.parse(c) for c in cids["envelopes"]]
             for manifest in cids["manifests"]:
                 doomed.extend(await s.blocks_of_manifest(Cid.parse(manifest)))

@@ -18,8 +18,10 @@ from aiohttp import web
 from api.app import make_app
 
 from .config import Config
-from .errors import VaultError
+from .datalock import DataDirLock
+from .errors import Conflict, VaultError
 from .fsutil import atomic_write
+from .listener import listen
 from .node import close_vault, open_vault
 
 log = logging.getLogger("medvault.daemon")
@@ -48,9 +50,21 @@ async def _sweep(vault, grace: float, every: float | None) -> None:
 
 async def serve(config: Config, listen: str, ready: asyncio.Event | None = None) -> None:
     host, port = split_listen(listen)
+    lock = DataDirLock(config.data_dir)
+    if not lock.try_acquire():
+        raise Conflict(f"another medvault process (daemon, gc or reindex) is using {config.data_dir}",
+                       "data_dir_busy")
+    try:
+        await _serve(config, host, port, ready)
+    finally:
+        lock.release()
+
+
+async def _serve(config: Config, host: str, port: int, ready: asyncio.Event | None) -> None:
     vault = await open_vault(config)
     app = make_app(vault)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30,
+                           keepalive_timeout=config.header_timeout)  # also bounds header reading
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -58,10 +72,10 @@ async def serve(config: Config, listen: str, ready: asyncio.Event | None = None)
         loop.add_signal_handler(sig, stop.set)
     background = []
     api_file = os.path.join(config.data_dir, API_FILE)
+    server = None
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = runner.addresses[0]
+        server = await listen(runner, host, port, config.max_connections, config.header_timeout)
+        bound = server.sockets[0].getsockname()
         address = f"http://{host}:{bound[1]}"
         atomic_write(api_file, address.encode() + b"\n", 0o600)
         if config.backend == "local":
@@ -78,6 +92,8 @@ async def serve(config: Config, listen: str, ready: asyncio.Event | None = None)
         for task in background:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if server is not None:
+            server.close()  # no new connections; runner.cleanup() finishes the open ones
         await runner.cleanup()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(api_file)

@@ -23,6 +23,7 @@ from indexer.db import Index
 from . import crypto, timeutil
 from .blocks import FormatError
 from .blockstore.base import BlockStore, Pinner
+from .blockstore.tracked import TrackedPuts
 from .cid import Cid
 from .config import Config
 from .envelope import NotForUs, open_envelope
@@ -32,6 +33,7 @@ from .keystore import KeyStore
 from .manifest import Manifest, SignatureError, decode_manifest, open_metadata
 from .metrics import Metrics
 from .reader import walk
+from .space import Space
 
 log = logging.getLogger("medvault.vault")
 MANIFEST_CACHE = 256
@@ -92,6 +94,7 @@ class Services:
         self.cpu = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="seal")
         self.locks = RecordLocks()
         self.inflight: dict[int, float] = {}  # uploads in progress → start time (garbage collection spares them)
+        self.space = Space(config.data_dir, config.min_free_bytes, config.reserve_bytes)
         self.reconciler = None  # set by the Vault when background work starts
         self._manifests: OrderedDict[Cid, Manifest] = OrderedDict()  # decoded manifests never change
 
@@ -184,21 +187,52 @@ class Services:
             await self.blocks.release(roots)
             for cid in roots:
                 await self.pinner.unpin(cid)
+            await self.blocks.delete_many(doomed)  # before the writes below: on a full disk it frees the space
+            for cid in roots:
                 await self.db.write(pins.forget, str(cid))
-            await self.blocks.delete_many(doomed)
-        except VaultError as exc:
-            log.warning("release left work for the reconciler", extra={"error": exc.code})
+        except (VaultError, sqlite3.Error) as exc:
+            log.warning("release left work for the reconciler",
+                        extra={"error": getattr(exc, "code", type(exc).__name__)})
 
     # ---- uploads in flight ----------------------------------------------
 
     @asynccontextmanager
-    async def upload(self, marker: object) -> AsyncIterator[None]:
-        """Marks an upload in progress so garbage collection spares its blocks."""
-        self.inflight[id(marker)] = time.time()
+    async def upload(self, marker: object) -> AsyncIterator[TrackedPuts]:
+        """Marks an upload in progress so garbage collection spares its blocks
+        (keep the index commit inside: only committed blocks are live), and
+        hands out the block store through a TrackedPuts. If the upload fails
+        or is cut off, everything it stored is unpinned and deleted."""
+        self.space.require()
+        tracked = TrackedPuts(self.blocks)
+        async with self.in_flight(marker):
+            try:
+                yield tracked
+            except BaseException:
+                await self._abandon(tracked)
+                raise
+
+    @asynccontextmanager
+    async def in_flight(self, marker: object) -> AsyncIterator[None]:
+        """Garbage collection spares blocks stored from now until the block
+        leaves: keep the index commit that makes them live inside."""
+        key = id(marker)
+        self.inflight[key] = time.time()
         try:
             yield
         finally:
-            del self.inflight[id(marker)]
+            self.inflight.pop(key, None)
+
+    async def _abandon(self, tracked: TrackedPuts) -> None:
+        async def discard() -> None:
+            if tracked.roots:
+                await self.blocks.release(tracked.roots)
+            await self.blocks.delete_many(tracked.put)
+
+        try:
+            await asyncio.shield(discard())  # finishes even if the request task is being cancelled
+            log.info("upload abandoned; its blocks were removed", extra={"blocks": len(tracked.put)})
+        except (asyncio.CancelledError, VaultError, OSError) as exc:
+            log.warning("upload abandoned; gc will remove its blocks", extra={"error": type(exc).__name__})
 
     def close(self) -> None:
         self.cpu.shutdown(wait=True)

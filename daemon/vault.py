@@ -102,6 +102,7 @@ class Vault:
                 checks[name] = {**await probe(), "backend": backend}
             except VaultError as exc:
                 checks[name] = {"status": "down", "error": exc.message}
+        checks["storage"] = await asyncio.to_thread(self.services.space.check)
         if self._crashed:
             checks["background"] = {"status": "down", "crashed": dict(self._crashed)}
         ok = all(c.get("status") == "ok" for c in checks.values())

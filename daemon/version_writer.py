@@ -91,10 +91,10 @@ class VersionWriter:
         author = s.key_of(new.caller.did)
         full_type, base_type = check_media_type(new.content_type)
         info.validated()
-        async with s.upload(source):
+        async with s.upload(source) as store:  # a failure anywhere inside removes the blocks stored
             source, summary = await self._prepare_body(source, base_type, info, new.content_length)
             dek = crypto.new_data_key()
-            sealed = await seal_stream(source, dek, s.blocks, s.cpu, chunk_size=cfg.chunk_size,
+            sealed = await seal_stream(source, dek, store, s.cpu, chunk_size=cfg.chunk_size,
                                        max_bytes=cfg.max_record_bytes, concurrency=cfg.ingest_concurrency)
             now = timeutil.now()
             body = {
@@ -110,42 +110,42 @@ class VersionWriter:
             link_blocks, manifest, envelope_blocks = await s.off_loop(
                 _seal_version, dek, sealed.stream_id, cfg.chunk_size, sealed.chunks, cfg.link_fanout, body, author,
                 new.readers, now)
-            await s.blocks.put_many([*sealed.pending, *link_blocks, manifest, *envelope_blocks])
+            await store.put_many([*sealed.pending, *link_blocks, manifest, *envelope_blocks])
             await s.blocks.sync()  # every block durable before the index says the record exists
-            await s.blocks.protect([manifest.cid, *(b.cid for b in envelope_blocks)])
-        envelopes = [{"cid": str(block.cid), "record_id": new.record_id, "version": new.version,
-                      "manifest": str(manifest.cid), "recipient": reader["recipient"], "granter": author.did,
-                      "role": reader["role"], "granted": now, "expires": reader.get("expires")}
-                     for reader, block in zip(new.readers, envelope_blocks)]
-        row = {"id": new.record_id, "version": new.version, "cid": str(manifest.cid), "patient": info.patient,
-               "type": info.type, "content_type": full_type, "title": info.title,
-               "text": summary.text if summary else None, "subject": body["subject"], "date": info.date,
-               "tags": info.tags, "identifiers": body["identifiers"], "size": sealed.size,
-               "created": new.prev["created"] if new.prev else now,
-               "updated": now, "author": author.did}
-        roles = [(author.did, "creator"), (info.patient, "patient")] if new.prev is None else []
-        # Where protect() already pinned everything, the reconciler only re-checks later.
-        status, replicas = s.initial_pin
-        first_look = time.time() + cfg.verify_interval if s.pinner.pinned_on_protect else 0
-        codes = summary.codes if summary else []
+            await store.protect([manifest.cid, *(b.cid for b in envelope_blocks)])
+            envelopes = [{"cid": str(block.cid), "record_id": new.record_id, "version": new.version,
+                          "manifest": str(manifest.cid), "recipient": reader["recipient"], "granter": author.did,
+                          "role": reader["role"], "granted": now, "expires": reader.get("expires")}
+                         for reader, block in zip(new.readers, envelope_blocks)]
+            row = {"id": new.record_id, "version": new.version, "cid": str(manifest.cid), "patient": info.patient,
+                   "type": info.type, "content_type": full_type, "title": info.title,
+                   "text": summary.text if summary else None, "subject": body["subject"], "date": info.date,
+                   "tags": info.tags, "identifiers": body["identifiers"], "size": sealed.size,
+                   "created": new.prev["created"] if new.prev else now,
+                   "updated": now, "author": author.did}
+            roles = [(author.did, "creator"), (info.patient, "patient")] if new.prev is None else []
+            # Where protect() already pinned everything, the reconciler only re-checks later.
+            status, replicas = s.initial_pin
+            first_look = time.time() + cfg.verify_interval if s.pinner.pinned_on_protect else 0
+            codes = summary.codes if summary else []
 
-        def commit(conn: sqlite3.Connection) -> None:
-            if new.prev is not None:
-                _check_readers(conn, new.prev["cid"], new.readers, now)
-            try:
-                records.save_version(conn, row, envelopes, codes, prev_cid=new.prev["cid"] if new.prev else None,
-                                     roles=roles)
-            except sqlite3.IntegrityError:
-                raise Conflict("the record changed while this version was written; retry",
-                               "version_conflict") from None
-            s.want_pins(conn, [(row["cid"], "manifest"), *((e["cid"], "envelope") for e in envelopes)],
-                        new.record_id, now, first_look)
-            if new.also is not None:
-                new.also(conn, now)
-            audit.append(conn, now, new.caller.did, new.action, new.record_id, "ok",
-                         {"version": new.version, "size": sealed.size})
+            def commit(conn: sqlite3.Connection) -> None:
+                if new.prev is not None:
+                    _check_readers(conn, new.prev["cid"], new.readers, now)
+                try:
+                    records.save_version(conn, row, envelopes, codes,
+                                         prev_cid=new.prev["cid"] if new.prev else None, roles=roles)
+                except sqlite3.IntegrityError:
+                    raise Conflict("the record changed while this version was written; retry",
+                                   "version_conflict") from None
+                s.want_pins(conn, [(row["cid"], "manifest"), *((e["cid"], "envelope") for e in envelopes)],
+                            new.record_id, now, first_look)
+                if new.also is not None:
+                    new.also(conn, now)
+                audit.append(conn, now, new.caller.did, new.action, new.record_id, "ok",
+                             {"version": new.version, "size": sealed.size})
 
-        await s.db.write(commit)
+            await s.db.write(commit)  # inside the upload: gc spares its blocks until they are live
         s.kick_reconciler()
         s.metrics.records_written.inc()
         s.metrics.bytes_written.inc(sealed.size)

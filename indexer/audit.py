@@ -48,14 +48,33 @@ def append(conn: sqlite3.Connection, time: str, actor: str | None, action: str, 
 
 def verify(conn: sqlite3.Connection) -> dict:
     """Recomputes the whole chain: ``{"ok", "count", "head", "broken_at"}``."""
-    prev, count, expected_seq = GENESIS, 0, 1
-    for row in conn.execute("SELECT * FROM audit ORDER BY seq"):
-        entry = dict(row)
+    state = verify_page(conn, None)
+    while not state["done"]:
+        state = verify_page(conn, state)
+    return verification(state)
+
+
+def verify_page(conn: sqlite3.Connection, state: dict | None, limit: int = 10_000) -> dict:
+    """Checks up to ``limit`` more entries, continuing from ``state`` (None:
+    from the start). Each page can be its own short read transaction, so a
+    long chain never pins one snapshot (or a reader) for the whole check;
+    the chain is append-only, so pages taken at different moments agree.
+    Returns the state to continue from; ``done`` at the end or at a break."""
+    prev, count, last = (GENESIS, 0, None) if state is None else (state["head"], state["count"], state["last"])
+    rows = conn.execute("SELECT * FROM audit WHERE :last IS NULL OR seq > :last ORDER BY seq LIMIT :limit",
+                        {"last": last, "limit": limit}).fetchall()
+    for row in rows:
+        entry, expected_seq = dict(row), count + 1
         if entry["seq"] != expected_seq or entry["prev"] != prev or _entry_hash(prev, entry) != entry["hash"]:
-            return {"ok": False, "count": count, "head": prev, "broken_at": entry["seq"]
-                    if entry["seq"] == expected_seq else expected_seq}
-        prev, count, expected_seq = entry["hash"], count + 1, expected_seq + 1
-    return {"ok": True, "count": count, "head": prev, "broken_at": None}
+            return {"done": True, "count": count, "head": prev, "last": last, "broken_at": expected_seq}
+        prev, count, last = entry["hash"], count + 1, entry["seq"]
+    return {"done": len(rows) < limit, "count": count, "head": prev, "last": last, "broken_at": None}
+
+
+def verification(state: dict) -> dict:
+    """The answer of ``verify`` from a final page state."""
+    broken = state["broken_at"]
+    return {"ok": broken is None, "count": state["count"], "head": state["head"], "broken_at": broken}
 
 
 def entries(conn: sqlite3.Connection, *, record: str | None = None, principal: str | None = None,

@@ -7,6 +7,13 @@ its own work), then commits once with ``synchronous=FULL``. A caller's
 ``await write(...)`` returns only after that commit: acknowledged means
 durable, and many concurrent small records share one fsync. Reads use their
 own connections on a small thread pool and never wait for the writer.
+
+Reads come in three lanes, each with its own threads and connections, so
+one kind cannot queue behind another: ``read`` (requests; each query is
+interrupted past ``time_limit`` seconds, as datasette's ``sqlite_timelimit``
+does, with a progress handler), ``read_auth`` (token checks: one indexed
+lookup, so they never wait behind a long search) and ``read_long`` (whole-
+table scans such as audit verification: no limit, off the shared lanes).
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import asyncio
 import os
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +31,25 @@ from . import schema
 
 T = TypeVar("T")
 _MAX_BATCH = 512
+_AUTH_TIME_LIMIT = 2.0  # seconds; a token lookup is one indexed row
+_PROGRESS_STEPS = 100  # SQLite VM steps between deadline checks (microseconds of work)
+_SQLITE_FULL = 13
+
+
+class DiskFull(sqlite3.OperationalError):
+    """A write failed because the disk holding the index is full."""
+
+
+class QueryInterrupted(sqlite3.OperationalError):
+    """A read ran past its time limit and was interrupted."""
+
+    def __init__(self, limit: float):
+        super().__init__(f"the index query took longer than {limit:g} s")
+        self.limit = limit
+
+
+def _full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or "disk is full" in str(exc)
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -57,6 +84,14 @@ class Index(ABC):
     @abstractmethod
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
 
+    async def read_auth(self, fn: Callable[..., T], *args: Any) -> T:
+        """A token check; an implementation may give these their own lane."""
+        return await self.read(fn, *args)
+
+    async def read_long(self, fn: Callable[..., T], *args: Any) -> T:
+        """A long scan (audit verification); an implementation may keep it off the request lane."""
+        return await self.read(fn, *args)
+
     @abstractmethod
     async def close(self) -> None: ...
 
@@ -64,10 +99,13 @@ class Index(ABC):
 class Database(Index):
     """SQLite in WAL mode: the one ``Index`` implementation."""
 
-    def __init__(self, path: str, read_threads: int = 2):
+    def __init__(self, path: str, read_threads: int = 2, time_limit: float | None = None):
         self.path = path
+        self.time_limit = time_limit
         self._writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-write")
         self._reader_pool = ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="db-read")
+        self._auth_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-auth")
+        self._long_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-long")
         self._local = threading.local()
         self._queue: asyncio.Queue | None = None
         self._writer_task: asyncio.Task | None = None
@@ -84,7 +122,12 @@ class Database(Index):
         """Runs ``fn(conn, *args)`` in a committed transaction; returns its result."""
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((fn, args, future))
-        return await future
+        try:
+            return await future
+        except sqlite3.OperationalError as exc:
+            if _full(exc) and not isinstance(exc, DiskFull):
+                raise DiskFull(str(exc)) from None
+            raise
 
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -94,16 +137,37 @@ class Database(Index):
         return conn
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Runs ``fn(conn, *args, **kwargs)`` on a read connection (a consistent snapshot)."""
-        def run() -> T:
+        """Runs ``fn(conn, *args, **kwargs)`` on a read connection (a consistent
+        snapshot); raises QueryInterrupted past the time limit."""
+        return await self._read_on(self._reader_pool, self.time_limit, fn, args, kwargs)
+
+    async def read_auth(self, fn: Callable[..., T], *args: Any) -> T:
+        """A token check: its own thread and connection, never queued behind other reads."""
+        return await self._read_on(self._auth_pool, _AUTH_TIME_LIMIT, fn, args, {})
+
+    async def read_long(self, fn: Callable[..., T], *args: Any) -> T:
+        """A scan that may take long (audit verification): no limit, its own thread."""
+        return await self._read_on(self._long_pool, None, fn, args, {})
+
+    async def _read_on(self, pool: ThreadPoolExecutor, limit: float | None, fn, args, kwargs):
+        def run():
             conn = self._reader()
+            if limit is not None:
+                deadline = time.monotonic() + limit
+                conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
             conn.execute("BEGIN")
             try:
                 return fn(conn, *args, **kwargs)
+            except sqlite3.OperationalError as exc:
+                if limit is not None and str(exc) == "interrupted":
+                    raise QueryInterrupted(limit) from None
+                raise
             finally:
-                conn.execute("COMMIT")
+                conn.set_progress_handler(None, 0)  # first: COMMIT must not be interrupted too
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
 
-        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, run)
+        return await asyncio.get_running_loop().run_in_executor(pool, run)
 
     def _run_batch(self, batch: list) -> list[tuple[bool, Any]]:
         conn = self._wconn
@@ -117,6 +181,8 @@ class Database(Index):
                     conn.execute("RELEASE op")
                     results.append((True, value))
                 except Exception as exc:  # handed to that caller only
+                    if not conn.in_transaction:
+                        raise  # SQLite rolled back the whole batch itself (a full disk does): all fail
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     results.append((False, exc))
@@ -163,5 +229,5 @@ class Database(Index):
         if self._wconn is not None:
             await loop.run_in_executor(self._writer_pool, self._wconn.close)
             self._wconn = None
-        self._writer_pool.shutdown(wait=True)
-        self._reader_pool.shutdown(wait=True)
+        for pool in (self._writer_pool, self._reader_pool, self._auth_pool, self._long_pool):
+            pool.shutdown(wait=True)

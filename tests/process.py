@@ -12,8 +12,8 @@ MEDVAULT = [sys.executable, "-m", "daemon.cli"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([*MEDVAULT, *args], cwd=ROOT, capture_output=True, timeout=300, **kwargs)
+def run(*args: str, check: bool = True, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run([*MEDVAULT, *args], cwd=ROOT, capture_output=True, timeout=timeout, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"medvault {args[0]} failed: {result.stderr.decode()[-2000:]}")
     return result

@@ -141,3 +141,25 @@ async def test_audit_verify_names_the_first_broken_entry(db):
     await db.write(lambda c: c.execute("UPDATE audit SET actor = 'did:a' WHERE seq = 3"))
     await db.write(lambda c: c.execute("DELETE FROM audit WHERE seq = 4"))
     assert (await db.read(audit.verify))["broken_at"] == 4
+
+
+async def test_audit_verify_in_pages_agrees_with_one_pass(db):
+    """Verification runs a page per read transaction; page boundaries must not
+    hide a break, a gap or the head."""
+    for i in range(25):
+        await db.write(audit.append, "t", "did:a", "read", f"r{i}", "ok")
+
+    async def paged(limit: int) -> dict:
+        state = await db.read(audit.verify_page, None, limit)
+        while not state["done"]:
+            state = await db.read(audit.verify_page, state, limit)
+        return audit.verification(state)
+
+    whole = await db.read(audit.verify)
+    assert whole["ok"] and whole["count"] == 25
+    assert await paged(10) == await paged(5) == await paged(25) == whole
+    await db.write(lambda c: c.execute("UPDATE audit SET actor = 'did:evil' WHERE seq = 11"))  # first of page 2
+    assert (await paged(10))["broken_at"] == 11 == (await db.read(audit.verify))["broken_at"]
+    await db.write(lambda c: c.execute("UPDATE audit SET actor = 'did:a' WHERE seq = 11"))
+    await db.write(lambda c: c.execute("DELETE FROM audit WHERE seq = 21"))  # a gap right after a page
+    assert (await paged(10))["broken_at"] == 21 == (await db.read(audit.verify))["broken_at"]

@@ -1,6 +1,7 @@
 """What the Kubo RPC and Cluster REST clients share: one aiohttp session,
-timeouts, retries with backoff on transport errors only (never on an answer
-the backend gave), latency/error metrics, and the mapping of "cannot reach"
+timeouts, retries with backoff on fast transport errors only (never on an
+answer the backend gave, nor on a timeout: a request that used its whole
+deadline would triple the caller's wait if tried again), latency/error metrics, and the mapping of "cannot reach"
 to BackendUnavailable (HTTP 503) so the daemon keeps running and recovers
 on its own when the backend returns."""
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
-from ..errors import BackendUnavailable, VaultError
+from ..errors import BackendUnavailable, InsufficientStorage, VaultError
+
+_NO_SPACE = "no space left on device"  # Go's text for ENOSPC, as Kubo and Cluster pass it on
 
 
 class BackendError(VaultError):
@@ -56,14 +59,18 @@ class HttpBackend:
             if failed:
                 self._metrics.backend_errors.labels(self.name, op).inc()
 
-    async def _error_from(self, response: aiohttp.ClientResponse) -> BackendError:
-        """Kubo answers ``{"Message","Code","Type"}``; Cluster ``{"code","message"}``."""
+    async def _error_from(self, response: aiohttp.ClientResponse) -> VaultError:
+        """Kubo answers ``{"Message","Code","Type"}``; Cluster ``{"code","message"}``.
+        A full disk on the backend's side is the node's 507, like our own."""
         text = await response.text()
         try:
             doc = json.loads(text)
             message = doc.get("Message") or doc.get("message") or text
         except (ValueError, AttributeError):
             message = text
+        if _NO_SPACE in str(message):
+            return InsufficientStorage(f"{self.name}'s disk is full; erase records (then collect its garbage) "
+                                       "or add space, then retry")
         return BackendError(f"{self.name} refused the request: {str(message)[:300]}", response.status)
 
     async def request(self, method: str, path: str, op: str, *, parse: str = "json", params=None, data=None,
@@ -88,7 +95,7 @@ class HttpBackend:
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError,
                     ConnectionError) as exc:
                 self._observe(op, started, True)
-                if attempt + 1 >= attempts:
+                if attempt + 1 >= attempts or isinstance(exc, asyncio.TimeoutError):
                     raise BackendUnavailable(f"{self.name} is unavailable ({type(exc).__name__})") from None
                 await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")

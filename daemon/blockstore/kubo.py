@@ -16,13 +16,15 @@ import aiohttp
 
 from ..blocks import Block
 from ..cid import DAG_CBOR, RAW, Cid
-from ..errors import BlockNotFound, IntegrityError
+from ..errors import BackendUnavailable, BlockNotFound, IntegrityError, NotFoundOnNetwork
 from .base import BlockStore, Pinner, PinStatus
 from .http import BackendError, HttpBackend
 
 _CODEC_NAMES = {RAW: "raw", DAG_CBOR: "dag-cbor"}
 _BATCH_BYTES = 4 * 1024 * 1024
 _BATCH_BLOCKS = 64
+_RPC_SLACK = 5.0  # seconds past Kubo's own deadline before we stop waiting for its answer
+_DEADLINE = "context deadline exceeded"  # how Kubo reports its ``timeout`` option running out
 
 
 class KuboRpc(HttpBackend):
@@ -44,9 +46,12 @@ class KuboRpc(HttpBackend):
                                      params={"cid-codec": codec, "mhtype": "sha2-256", "pin": "false"})
         return [a["Key"] for a in answers]
 
-    async def block_get(self, cid: Cid, timeout: float | None = None) -> bytes:
-        return await self.request("POST", "/block/get", "block_get", parse="bytes", params={"arg": str(cid)},
-                                  timeout=timeout)
+    async def block_get(self, cid: Cid, wait: float) -> bytes:
+        """Kubo itself gives up after ``wait`` (its ``timeout`` option: it looks
+        for providers forever otherwise); our own deadline is a few seconds
+        later, so "no peer has it" and "Kubo hangs" stay distinguishable."""
+        return await self.request("POST", "/block/get", "block_get", parse="bytes",
+                                  params={"arg": str(cid), "timeout": f"{wait:g}s"}, timeout=wait + _RPC_SLACK)
 
     async def block_has(self, cid: Cid) -> bool:
         try:
@@ -112,20 +117,33 @@ class KuboBlockStore(BlockStore):
     name = "kubo"
     batch_blocks = 16  # one block/put request of up to 4 MiB
 
-    def __init__(self, rpc: KuboRpc, fetch_timeout: float = 120.0):
+    def __init__(self, rpc: KuboRpc, fetch_timeout: float = 30.0):
         self.rpc = rpc
         self._fetch_timeout = fetch_timeout
 
     async def put_many(self, blocks: list[Block]) -> None:
         for batch in _batches(blocks):
-            keys = await self.rpc.block_put(batch)
-            if keys != [str(b.cid) for b in batch]:
-                raise IntegrityError("Kubo stored a block under a different CID than medvault computed")
+            await self._put_batch(batch)
+
+    async def _put_batch(self, batch: list[Block]) -> None:
+        keys = await self.rpc.block_put(batch)
+        if keys != [str(b.cid) for b in batch][:len(keys)]:
+            raise IntegrityError("Kubo stored a block under a different CID than medvault computed")
+        if len(keys) < len(batch):
+            # The answer stopped early: Kubo put its reason (a full disk, say) in an
+            # HTTP trailer aiohttp cannot read. Alone, the next block's failure
+            # comes back as an ordinary error answer.
+            if len(batch) == 1:
+                raise BackendUnavailable("Kubo did not confirm a block it was sent")
+            for block in batch[len(keys):]:
+                await self._put_batch([block])
 
     async def get(self, cid: Cid) -> bytes:
         try:
-            data = await self.rpc.block_get(cid, timeout=self._fetch_timeout)
+            data = await self.rpc.block_get(cid, self._fetch_timeout)
         except BackendError as exc:
+            if _DEADLINE in exc.message:
+                raise NotFoundOnNetwork(f"no IPFS peer provided a block within {self._fetch_timeout:g} s") from None
             raise BlockNotFound("a block of this record could not be fetched from IPFS") from exc
         if not cid.matches(data):
             raise IntegrityError("IPFS returned a block that does not match its content ID")

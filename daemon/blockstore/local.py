@@ -21,6 +21,7 @@ from ..blocks import Block
 from ..cid import Cid
 from ..errors import BlockNotFound, IntegrityError
 from ..fsutil import atomic_write, sync_filesystem
+from ..space import full_error, is_full
 from .base import BlockStore, Pinner, PinStatus
 
 
@@ -62,7 +63,12 @@ class LocalBlockStore(BlockStore):
 
     async def put_many(self, blocks: list[Block]) -> None:
         if blocks:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._put_many_sync, blocks)
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._pool, self._put_many_sync, blocks)
+            except OSError as exc:
+                if is_full(exc):
+                    raise full_error("blocks") from None
+                raise
 
     async def sync(self) -> None:
         """Group commit: callers arriving while a flush runs share the next one."""
@@ -79,9 +85,10 @@ class LocalBlockStore(BlockStore):
             try:
                 await loop.run_in_executor(self._pool, sync_filesystem, self.root)
             except OSError as exc:
+                failure = full_error("blocks") if is_full(exc) else exc
                 for waiter in waiters:
                     if not waiter.done():
-                        waiter.set_exception(exc)
+                        waiter.set_exception(failure)
                 continue
             for waiter in waiters:
                 if not waiter.done():

@@ -1,0 +1,31 @@
+"""A view of a BlockStore that remembers what one upload put through it.
+
+An upload that fails or is cut off (client gone, disk full, conflict) must
+leave no orphan blocks: garbage collection would only find them after its
+grace period, and on a full disk they hold the very space the node needs
+back. Every block of an upload is new (a fresh data key and stream id), so
+deleting exactly what it put cannot touch another record.
+"""
+from __future__ import annotations
+
+from ..blocks import Block
+from ..cid import Cid
+from .base import BlockStore
+
+
+class TrackedPuts:
+    def __init__(self, store: BlockStore):
+        self._store = store
+        self.put: list[Cid] = []
+        self.roots: list[Cid] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)  # everything else goes straight through
+
+    async def put_many(self, blocks: list[Block]) -> None:
+        self.put.extend(b.cid for b in blocks)  # before the call: a failed batch may be half-written
+        await self._store.put_many(blocks)
+
+    async def protect(self, roots: list[Cid]) -> None:
+        self.roots.extend(roots)  # before the call: a failed pin/add may have pinned some
+        await self._store.protect(roots)
