@@ -191,23 +191,22 @@ def plan(conn: sqlite3.Connection, query: Query) -> tuple[str, str, dict]:
     def where(driver: str) -> str:  # "code0@date" implies code0 (its dates are checked exactly)
         return " AND ".join(sql for key, sql in filters.items() if key != driver.partition("@")[0])
 
-    select = "SELECT r.*, p.status AS pin_status, p.replicas AS pin_replicas"
-    pin = "LEFT JOIN pins p ON p.cid = r.cid"
+    select = "SELECT r.seq, r.date_lo"  # the page's keys only; run() fetches the rows of the page
     if size <= SMALL:
         return (f"set:{_kind(name)}", f"WITH cand(seq) AS MATERIALIZED ({sql}) {select} FROM cand JOIN records r"
-                                      f" ON r.seq = cand.seq {pin} WHERE {where(name)} ORDER BY {b.order()}"
+                                      f" ON r.seq = cand.seq WHERE {where(name)} ORDER BY {b.order()}"
                                       f" LIMIT {limit}", b.params)
     walkable = [source for source in sources if source[3] is not None]
     if query.sort == "-seq" and walkable:  # walk the smallest ordered index newest first
         name, _, _, walk = min(walkable, key=lambda source: source[1])
         head, _, rest = walk.partition(" WHERE ")
         cond, _, order = rest.partition(" ORDER BY ")
-        return (f"walk:{_kind(name)}", f"{select} FROM {head} {pin} WHERE {cond} AND {where(name)}"
+        return (f"walk:{_kind(name)}", f"{select} FROM {head} WHERE {cond} AND {where(name)}"
                                        f" ORDER BY {order} LIMIT {limit}", b.params)
     if query.sort == "-seq":
-        return ("walk:seq", f"{select} FROM records r NOT INDEXED {pin} WHERE {where('')} ORDER BY r.seq DESC"
+        return ("walk:seq", f"{select} FROM records r NOT INDEXED WHERE {where('')} ORDER BY r.seq DESC"
                             f" LIMIT {limit}", b.params)
-    return ("walk:date", f"{select} FROM records r INDEXED BY idx_records_date_lo_seq {pin} WHERE {where('')}"
+    return ("walk:date", f"{select} FROM records r INDEXED BY idx_records_date_lo_seq WHERE {where('')}"
                          f" ORDER BY {b.order()} LIMIT {limit}", b.params)
 
 
@@ -219,11 +218,17 @@ def _kind(source: str) -> str:
 def run(conn: sqlite3.Connection, query: Query) -> tuple[list[dict], dict | None]:
     """One page: (rows, the keyset position to continue after, or None at the end)."""
     _, sql, params = plan(conn, query)
-    rows = [row_of(r) for r in conn.execute(sql, params)]
-    if len(rows) <= query.limit:
+    keys = conn.execute(sql, params).fetchall()
+    more = len(keys) > query.limit
+    keys = keys[:query.limit]
+    found = {r["seq"]: row_of(r) for r in conn.execute(
+        f"SELECT r.*, p.status AS pin_status, p.replicas AS pin_replicas FROM records r"
+        f" LEFT JOIN pins p ON p.cid = r.cid WHERE r.seq IN ({','.join('?' * len(keys))})", [k[0] for k in keys])}
+    rows = [found[k[0]] for k in keys]
+    if not more:
         return rows, None
-    last = rows[query.limit - 1]
-    return rows[:query.limit], {"s": last["seq"], **({"d": last["date_lo"]} if query.sort != "-seq" else {})}
+    last = keys[-1]
+    return rows, {"s": last[0], **({"d": last[1]} if query.sort != "-seq" else {})}
 
 
 def cursor_position(text: str) -> dict:
