@@ -10,7 +10,6 @@ caller gets 409 (a revoke that landed meanwhile wins).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import time

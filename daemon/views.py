@@ -3,8 +3,6 @@ Vault and its sharing and recovery parts."""
 from __future__ import annotations
 
 import base64
-import binascii
-import json
 import re
 import secrets
 
