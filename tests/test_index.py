@@ -163,3 +163,42 @@ async def test_audit_verify_in_pages_agrees_with_one_pass(db):
     await db.write(lambda c: c.execute("UPDATE audit SET actor = 'did:a' WHERE seq = 11"))
     await db.write(lambda c: c.execute("DELETE FROM audit WHERE seq = 21"))  # a gap right after a page
     assert (await paged(10))["broken_at"] == 21 == (await db.read(audit.verify))["broken_at"]
+
+
+def test_an_index_made_before_record_roles_and_search_terms_migrates(tmp_path):
+    """A node upgraded in place: a version-1 index (no manifest on envelopes,
+    no roles, tags and codes in their own tables, dates as text) keeps every
+    answer after the migrations."""
+    import sqlite_utils
+
+    from indexer import schema
+    from indexer.db import connect
+
+    conn = connect(str(tmp_path / "old.sqlite"))
+    schema._m001_initial(sqlite_utils.Database(conn))
+    conn.execute("PRAGMA user_version=1")
+    conn.execute("INSERT INTO records (id, version, cid, patient, type, content_type, title, text, subject, date,"
+                 " tags, size, created, updated, author) VALUES ('r1', 2, 'bafy-v2', 'did:p', 'Observation',"
+                 " 'application/fhir+json', 'Blood panel', 'glucose', 'Patient/7', '2021-01-01T02:00:00+05:00',"
+                 " '[\"lab\"]', 10, 't', 't', 'did:w')")
+    for version, cid, author in ((1, "bafy-v1", "did:a"), (2, "bafy-v2", "did:w")):
+        conn.execute("INSERT INTO versions VALUES ('r1', ?, ?, 10, 'application/fhir+json', 't', ?)",
+                     (version, cid, author))
+    for cid, version, who in (("e1", 1, "did:a"), ("e2", 2, "did:a"), ("e3", 2, "did:p"), ("e4", 1, "did:old")):
+        conn.execute("INSERT INTO envelopes (cid, record_id, version, recipient, granter, role, granted)"
+                     " VALUES (?, 'r1', ?, ?, 'did:a', 'grant', 't')", (cid, version, who))
+    conn.execute("INSERT INTO record_tags VALUES ('r1', 'lab')")
+    conn.execute("INSERT INTO record_codes VALUES ('r1', 'http://loinc.org', '2345-7')")
+    assert schema.migrate(conn) == len(schema.MIGRATIONS)
+    now = "2025-01-01T00:00:00.000Z"
+
+    def ids(caller, **kw):
+        return [r["id"] for r in search.run(conn, search.Query(caller, now, **kw))[0]]
+
+    assert ids("did:a") == ["r1"] and ids("did:p") == ["r1"]
+    assert ids("did:old") == []  # only held the first version's manifest
+    assert ids("did:a", tags=[[search.Term("lab")]], codes=[[search.Term("2345-7", "http://loinc.org")]],
+               refs=[[search.Term("Patient/7")]]) == ["r1"]
+    assert ids("did:a", dates=[("le", *dates.date_range("2020-12-31"))]) == ["r1"]  # 2020-12-31T21:00Z
+    assert records.roles(conn, "r1") == {"did:a": {"creator", "writer"}, "did:w": {"writer"}, "did:p": {"patient"}}
+    assert "record_tags" not in sqlite_utils.Database(conn).table_names()
