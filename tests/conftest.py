@@ -67,6 +67,17 @@ async def api(vault, aiohttp_client):
     return Api(client, vault, token, owner.did)
 
 
+@pytest.fixture
+def node(tmp_path):
+    """A real ``medvault daemon`` process on a fresh data dir: (data dir, init's answer, the Daemon)."""
+    from .process import Daemon, run_json
+    data_dir = str(tmp_path / "node")
+    info = run_json("init", "--data-dir", data_dir)
+    daemon = Daemon(data_dir, str(tmp_path / "daemon.log")).start()
+    yield data_dir, info, daemon
+    daemon.stop()
+
+
 @pytest.fixture(scope="session")
 def kubo(tmp_path_factory):
     """One real Kubo for the whole session (kubo-backend tests)."""

@@ -10,9 +10,8 @@ import signal
 import subprocess
 import time
 
-import pytest
 
-from .process import MEDVAULT, ROOT, Daemon, run, run_json
+from .process import MEDVAULT, ROOT, run, run_json
 
 MiB = 1024 * 1024
 
@@ -27,14 +26,6 @@ def _wait(condition, timeout: float, what: str) -> None:
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
 
-
-@pytest.fixture
-def node(tmp_path):
-    data_dir = str(tmp_path / "node")
-    info = run_json("init", "--data-dir", data_dir)
-    daemon = Daemon(data_dir, str(tmp_path / "daemon.log")).start()
-    yield data_dir, info, daemon
-    daemon.stop()
 
 
 def _put(data_dir: str, path) -> subprocess.Popen:

@@ -7,9 +7,8 @@ import os
 import subprocess
 import time
 
-import pytest
 
-from .process import MEDVAULT, ROOT, Daemon, run, run_json
+from .process import MEDVAULT, ROOT, run, run_json
 
 MiB = 1024 * 1024
 
@@ -17,14 +16,6 @@ MiB = 1024 * 1024
 def _block_files(data_dir: str) -> list[str]:
     return [os.path.join(d, f) for d, _, files in os.walk(os.path.join(data_dir, "blocks")) for f in files]
 
-
-@pytest.fixture
-def node(tmp_path):
-    data_dir = str(tmp_path / "node")
-    info = run_json("init", "--data-dir", data_dir)
-    daemon = Daemon(data_dir, str(tmp_path / "daemon.log")).start()
-    yield data_dir, info, daemon
-    daemon.stop()
 
 
 def test_init_layout_and_refusal(node):
