@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DATA_DIR ?= .medvault
 LISTEN   ?= 127.0.0.1:7420
 
-.PHONY: run test ipfs schema venv bench bench-ipfs bench-sharing clean
+.PHONY: run test ipfs schema venv bench bench-ipfs bench-sharing bench-search clean
 
 venv: $(VENV)/.installed
 
@@ -35,6 +35,9 @@ bench: venv
 
 bench-ipfs: venv ipfs
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python bench/ipfs.py
+
+bench-search: venv
+	$(BIN)/python bench/search.py --records $(or $(RECORDS),1000000)
 
 bench-sharing: venv ipfs
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python bench/sharing.py
