@@ -7,17 +7,19 @@ import asyncio
 import json
 import logging
 import os
+from datetime import timedelta
 
 import pytest
 
 from api.app import make_app
-from daemon import car
+from daemon import car, timeutil
 from daemon.cid import Cid
 from daemon.identity import Principal
 from daemon.keystore import FileKeyStore, KeyStoreError, create_master_key, load_master_key
 from daemon.node import close_vault
 
 from .conftest import Api, make_node
+from .waiting import until
 
 
 async def _api(tmp_path, aiohttp_client, name: str, **config) -> Api:
@@ -47,7 +49,7 @@ async def test_only_writers_change_a_record_and_write_authority_is_the_patients_
     # a reader (even a writer later) cannot hand out write authority; the patient can
     refused = await api.client.post(f"/v1/records/{rid}/grants", json={"recipient": writer, "write": True},
                                     headers=api.auth(reader_token))
-    await _status(refused, 403)
+    await _status(refused, 403, "not_owner")
     granted = await api.client.post(f"/v1/records/{rid}/grants", json={"recipient": writer, "write": True},
                                     headers=api.auth(patient_token))
     await _status(granted, 201)
@@ -60,7 +62,7 @@ async def test_only_writers_change_a_record_and_write_authority_is_the_patients_
     await _status(revoke, 200)
     put = await api.client.put(f"/v1/records/{rid}", data=b"again", headers={**api.auth(writer_token),
                                                                             "Content-Type": "text/plain"})
-    await _status(put, 404)
+    await _status(put, 404, "record_not_found")
     content = await api.client.get(f"/v1/records/{rid}/content", headers=api.auth(patient_token))
     assert await content.read() == b"writer's"
 
@@ -112,10 +114,10 @@ async def test_a_grantee_sees_a_records_audit_only_while_its_grant_was_live(api)
     record = await api.put(b"note", "text/plain", patient=patient)
     rid = record["id"]
     await api.client.get(f"/v1/records/{rid}", headers=api.auth(patient_token))  # before the grant
-    await asyncio.sleep(0.01)
-    await _status(await api.client.post(f"/v1/records/{rid}/grants", json={"recipient": clinician},
-                                        headers=api.auth(patient_token)), 201)
-    await api.client.get(f"/v1/records/{rid}/content", headers=api.auth(clinician_token))
+    with timeutil.shifted(timedelta(seconds=1)):  # the grant is a later moment than the view, not the same ms
+        await _status(await api.client.post(f"/v1/records/{rid}/grants", json={"recipient": clinician},
+                                            headers=api.auth(patient_token)), 201)
+        await api.client.get(f"/v1/records/{rid}/content", headers=api.auth(clinician_token))
     seen = await (await api.client.get("/v1/audit", params={"record": rid}, headers=api.auth(clinician_token))).json()
     actions = [(e["actor"], e["action"]) for e in seen["items"]]
     assert (patient, "grant") in actions and (clinician, "read") in actions
@@ -187,8 +189,9 @@ async def test_a_crashed_background_task_is_logged_with_its_traceback_and_shown_
     with caplog.at_level(logging.ERROR, logger="medvault.vault"):
         task = api.vault.watch(asyncio.create_task(doomed(), name="doomed"))
         await asyncio.gather(task, return_exceptions=True)
-        await asyncio.sleep(0)
-    (entry,) = [r for r in caplog.records if r.getMessage() == "background task crashed"]
+        logged = await until(lambda: [r for r in caplog.records if r.getMessage() == "background task crashed"],
+                             what="the crash to be logged")
+    (entry,) = logged
     assert entry.task == "doomed" and "doomed" in entry.traceback and secret not in entry.traceback
     health = await (await api.client.get("/v1/health", headers=api.auth())).json()
     assert health["status"] == "degraded" and health["checks"]["background"]["crashed"] == {"doomed": "RuntimeError"}
