@@ -11,22 +11,12 @@ from datetime import timedelta
 
 import pytest
 
-from api.app import make_app
 from daemon import car, timeutil
 from daemon.cid import Cid
 from daemon.identity import Principal
 from daemon.keystore import FileKeyStore, KeyStoreError, create_master_key, load_master_key
-from daemon.node import close_vault
 
-from .conftest import Api, make_node
 from .waiting import until
-
-
-async def _api(tmp_path, aiohttp_client, name: str, **config) -> Api:
-    vault, info = await make_node(str(tmp_path / name), **config)
-    client = await aiohttp_client(make_app(vault))
-    with open(info["token_file"]) as handle:
-        return Api(client, vault, handle.read().strip(), info["did"])
 
 
 async def _status(resp, status: int, code: str | None = None) -> None:
@@ -197,34 +187,30 @@ async def test_a_crashed_background_task_is_logged_with_its_traceback_and_shown_
     assert health["status"] == "degraded" and health["checks"]["background"]["crashed"] == {"doomed": "RuntimeError"}
 
 
-async def test_export_and_import_walk_a_depth_two_tree_once(tmp_path, aiohttp_client):
-    a = await _api(tmp_path, aiohttp_client, "a", chunk_size=1024, link_fanout=2)
-    b = await _api(tmp_path, aiohttp_client, "b")
-    try:
-        patient, patient_token = await a.principal("patient")
-        doctor, doctor_token = await b.principal("doctor")
-        data = os.urandom(8 * 1024 + 5)  # 9 chunks → 5 → 3 → 2 links at the top: depth 3
-        record = await a.put(data, "application/octet-stream", patient=patient)
-        await _status(await a.client.post(f"/v1/records/{record['id']}/grants", json={"recipient": doctor},
-                                          headers=a.auth(patient_token)), 201)
-        resp = await a.client.get("/v1/exports", params={"patient": patient}, headers=a.auth(patient_token))
-        archive = await resp.read()
+async def test_export_and_import_walk_a_depth_two_tree_once(node_api):
+    a = await node_api("a", chunk_size=1024, link_fanout=2)
+    b = await node_api("b")
+    patient, patient_token = await a.principal("patient")
+    doctor, doctor_token = await b.principal("doctor")
+    data = os.urandom(8 * 1024 + 5)  # 9 chunks → 5 → 3 → 2 links at the top: depth 3
+    record = await a.put(data, "application/octet-stream", patient=patient)
+    await _status(await a.client.post(f"/v1/records/{record['id']}/grants", json={"recipient": doctor},
+                                      headers=a.auth(patient_token)), 201)
+    resp = await a.client.get("/v1/exports", params={"patient": patient}, headers=a.auth(patient_token))
+    archive = await resp.read()
 
-        async def pieces():
-            yield archive
+    async def pieces():
+        yield archive
 
-        roots, blocks = await car.read(pieces())
-        cids = [block.cid async for block in blocks]
-        assert len(cids) == len(set(cids))  # every block once
-        stored = {c async for c, _ in a.vault.blocks.all_cids()}
-        manifest_blocks = await a.vault.services.blocks_of_manifest(Cid.parse(record["cid"]))
-        assert len(manifest_blocks) == 1 + (2 + 3 + 5) + 9  # manifest, link blocks of every level, chunks
-        assert set(manifest_blocks) <= set(cids) <= stored  # nothing omitted, nothing foreign
-        resp = await b.client.post("/v1/imports/car", data=archive,
-                                   headers={**b.auth(doctor_token), "Content-Type": "application/vnd.ipld.car"})
-        await _status(resp, 201)
-        got = await b.client.get(f"/v1/records/{record['id']}/content", headers=b.auth(doctor_token))
-        assert await got.read() == data
-    finally:
-        await close_vault(a.vault)
-        await close_vault(b.vault)
+    roots, blocks = await car.read(pieces())
+    cids = [block.cid async for block in blocks]
+    assert len(cids) == len(set(cids))  # every block once
+    stored = {c async for c, _ in a.vault.blocks.all_cids()}
+    manifest_blocks = await a.vault.services.blocks_of_manifest(Cid.parse(record["cid"]))
+    assert len(manifest_blocks) == 1 + (2 + 3 + 5) + 9  # manifest, link blocks of every level, chunks
+    assert set(manifest_blocks) <= set(cids) <= stored  # nothing omitted, nothing foreign
+    resp = await b.client.post("/v1/imports/car", data=archive,
+                               headers={**b.auth(doctor_token), "Content-Type": "application/vnd.ipld.car"})
+    await _status(resp, 201)
+    got = await b.client.get(f"/v1/records/{record['id']}/content", headers=b.auth(doctor_token))
+    assert await got.read() == data
