@@ -134,10 +134,10 @@ async def test_pins_listing_and_recover(tmp_path, aiohttp_client, topology):
         resp = await api.client.post(f"/v1/pins/{record['cid']}/recover", headers=api.auth())
         assert resp.status == 200 and (await resp.json())["cid"] == record["cid"]
         bad = await api.client.get("/v1/pins/not-a-cid", headers=api.auth())
-        assert bad.status == 400
+        assert bad.status == 400 and (await bad.json())["error"]["code"] == "bad_cid"
         unknown = await api.client.get("/v1/pins/bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy",
                                        headers=api.auth())
-        assert unknown.status == 404
+        assert unknown.status == 404 and (await unknown.json())["error"]["code"] == "pin_not_found"
         health = await (await api.client.get("/v1/health", headers=api.auth())).json()
         assert health["checks"]["pins"]["peers"] == 3 and health["backend"] == "cluster"
         trail = await (await api.client.get("/v1/audit", headers=api.auth())).json()
