@@ -118,7 +118,8 @@ async def test_erase_removes_record_and_its_blocks(api):
     resp = await api.client.delete(f"/v1/records/{record['id']}", headers=api.auth())
     assert resp.status == 204
     for path in (f"/v1/records/{record['id']}", f"/v1/records/{record['id']}/content"):
-        assert (await api.client.get(path, headers=api.auth())).status == 404
+        resp = await api.client.get(path, headers=api.auth())
+        assert resp.status == 404 and (await resp.json())["error"]["code"] == "record_not_found"
     assert sum(len(files) for _, _, files in os.walk(blocks_dir)) == 0
     pins = await api.vault.db.read(lambda c: c.execute("SELECT COUNT(*) FROM pins").fetchone()[0])
     assert pins == 0

@@ -108,7 +108,7 @@ async def test_grant_import_read_and_strangers_see_nothing(hospitals):
         _, stranger = await node.principal("stranger")
         for path in ("", "/content", "/versions", "/grants"):
             resp = await node.client.get(f"/v1/records/{record['id']}{path}", headers=auth(stranger))
-            assert resp.status == 404, (path, resp.status)
+            assert resp.status == 404 and (await resp.json())["error"]["code"] == "record_not_found", path
         page = await (await node.client.get("/v1/records", headers=auth(stranger))).json()
         assert page["items"] == []
         resp = await _import(node, stranger, grant["share"])
@@ -174,7 +174,7 @@ async def test_revoke_without_rotation_and_owner_cannot_be_revoked(hospitals):
     resp = await a.client.delete(f"/v1/records/{record['id']}/grants/{patient}", headers=auth(a.api.owner_token))
     assert resp.status == 409 and (await resp.json())["error"]["code"] == "cannot_revoke_owner"
     resp = await a.client.delete(f"/v1/records/{record['id']}/grants/{clinician}", headers=auth(patient_token))
-    assert resp.status == 404
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "grant_not_found"
 
 
 async def test_expired_grant_stops_access_at_expiry(hospitals):
@@ -221,7 +221,8 @@ async def test_break_glass_is_audited_visible_to_patient_and_expires(hospitals):
     record = await a.api.put(b"allergy: penicillin", "text/plain", patient=patient)
     doctor, doctor_token = await a.principal("er-doctor", scopes=("read", "emergency"))
     _, plain_token = await a.principal("no-emergency", scopes=("read",))
-    assert (await _content(a, doctor_token, record["id"])).status == 404
+    resp = await _content(a, doctor_token, record["id"])
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "record_not_found"
     resp = await a.client.post(f"/v1/records/{record['id']}/emergency", headers=auth(plain_token),
                                json={"reason": "unconscious patient in the ER"})
     assert resp.status == 403 and (await resp.json())["error"]["code"] == "missing_scope"
