@@ -17,6 +17,7 @@ from daemon.reconciler import Reconciler
 
 from .conftest import Api, make_node
 from .ipfs import http_get
+from .waiting import until
 
 MiB = 1024 * 1024
 
@@ -36,14 +37,11 @@ async def _api(path, aiohttp_client, peer, **extra) -> Api:
 
 
 async def _wait_status(api: Api, cid: str, want: set[str], timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        resp = await api.client.get(f"/v1/pins/{cid}", headers=api.auth())
-        detail = await resp.json()
-        if detail.get("status") in want:
-            return detail
-        assert time.monotonic() < deadline, f"pin stayed {detail}"
-        await asyncio.sleep(0.5)
+    async def reached():
+        detail = await (await api.client.get(f"/v1/pins/{cid}", headers=api.auth())).json()
+        return detail if detail.get("status") in want else None
+
+    return await until(reached, timeout, f"the pin to be {' or '.join(sorted(want))}", interval=0.5)
 
 
 async def test_cluster_round_trip_64mib_and_pin_names(tmp_path, aiohttp_client, topology):

@@ -24,8 +24,8 @@ async def poll(predicate: Callable, timeout: float, interval: float = 0.01):
         await asyncio.sleep(interval)
 
 
-async def until(predicate: Callable, timeout: float = 10.0, what: str = "the condition"):
+async def until(predicate: Callable, timeout: float = 10.0, what: str = "the condition", interval: float = 0.01):
     """Like :func:`poll`, but a timeout fails the test."""
-    value = await poll(predicate, timeout)
+    value = await poll(predicate, timeout, interval)
     assert value, f"timed out after {timeout} s waiting for {what}"
     return value
