@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from .test_api_errors import assert_error
+from .errors import assert_error
 
 
 async def _grant_many(api, token, body):
