@@ -126,9 +126,13 @@ async def test_pins_listing_and_recover(tmp_path, aiohttp_client, topology):
     api = await _api(str(tmp_path / "node"), aiohttp_client, topology.peers[1])
     try:
         record = await api.put(b"a small note", "text/plain", wait="pinned")
-        page = await (await api.client.get("/v1/pins", params={"status": "pinned"}, headers=api.auth())).json()
-        assert record["cid"] in {p["cid"] for p in page["items"]}
-        assert {p["kind"] for p in page["items"]} == {"manifest", "envelope"}
+
+        async def both_pinned():  # wait=pinned covers the manifest; its envelope's pin may land a moment later
+            page = await (await api.client.get("/v1/pins", params={"status": "pinned"}, headers=api.auth())).json()
+            return page if {p["kind"] for p in page["items"]} == {"manifest", "envelope"} else None
+
+        page = await until(both_pinned, 60, "the manifest and its envelope to be listed as pinned", interval=0.5)
+        assert record["cid"] in {p["cid"] for p in page["items"] if p["kind"] == "manifest"}
         resp = await api.client.post(f"/v1/pins/{record['cid']}/recover", headers=api.auth())
         assert resp.status == 200 and (await resp.json())["cid"] == record["cid"]
         bad = await api.client.get("/v1/pins/not-a-cid", headers=api.auth())
