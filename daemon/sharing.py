@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from indexer import audit, pins, records
 
@@ -185,7 +185,7 @@ class Sharing:
         if holder is None:
             raise Conflict("no key on this node can open this record", "no_local_key")
         opened = await s.open_version(holder, row)
-        expires = timeutil.format_time(datetime.now(timezone.utc) + timedelta(minutes=s.config.emergency_minutes))
+        expires = timeutil.format_time(timeutil.clock() + timedelta(minutes=s.config.emergency_minutes))
         node_key = s.keys.principals(role="node")[0]
         block = build_envelope(opened.manifest.cid, opened.dek, caller.did, node_key, now, expires)
         envelope = {"cid": str(block.cid), "record_id": record_id, "version": row["version"], "manifest": row["cid"],

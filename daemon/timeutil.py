@@ -1,11 +1,59 @@
 """One time format everywhere (RFC 3339 UTC, milliseconds, ``Z``) so stored
-times compare correctly as strings in SQL."""
+times compare correctly as strings in SQL.
+
+Every reading of the wall clock goes through :func:`clock`. Expiry (grants,
+tokens, break-glass) is decided by comparing stored times with it, so tests
+move it with :func:`frozen_at` / :func:`shifted` instead of sleeping across
+real seconds or minutes. Production code never replaces it.
+"""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 
 _DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$")
+
+
+def _system_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+_source: Callable[[], datetime] = _system_clock
+
+
+def clock() -> datetime:
+    """The current moment (aware, UTC): the only place the daemon reads the wall clock."""
+    return _source()
+
+
+@contextmanager
+def _set_source(source: Callable[[], datetime]) -> Iterator[None]:
+    global _source
+    previous, _source = _source, source
+    try:
+        yield
+    finally:
+        _source = previous
+
+
+@contextmanager
+def frozen_at(moment: datetime) -> Iterator[None]:
+    """For tests: inside the block the clock stands still at ``moment``."""
+    if moment.tzinfo is None:
+        raise ValueError("a frozen moment needs a UTC offset")
+    with _set_source(lambda: moment):
+        yield
+
+
+@contextmanager
+def shifted(delta: timedelta) -> Iterator[None]:
+    """For tests: inside the block the clock reads ``delta`` later than it
+    would (blocks nest and add up; a frozen clock stays frozen, moved)."""
+    outer = _source
+    with _set_source(lambda: outer() + delta):
+        yield
 
 
 def format_time(moment: datetime) -> str:
@@ -13,7 +61,7 @@ def format_time(moment: datetime) -> str:
 
 
 def now() -> str:
-    return format_time(datetime.now(timezone.utc))
+    return format_time(clock())
 
 
 def parse_time(text: str) -> str:

@@ -52,6 +52,24 @@ async def make_node(path: str, **overrides) -> tuple[object, dict]:
 
 
 @pytest.fixture
+async def node_api(tmp_path, aiohttp_client):
+    """Opens more nodes for one test (``await node_api("name", **config)``),
+    each with its own data dir, client and owner token; closed at teardown."""
+    opened = []
+
+    async def open_one(name: str, **config) -> Api:
+        node, info = await make_node(str(tmp_path / name), **config)
+        opened.append(node)
+        client = await aiohttp_client(make_app(node))
+        with open(info["token_file"]) as handle:
+            return Api(client, node, handle.read().strip(), info["did"])
+
+    yield open_one
+    for node in opened:
+        await close_vault(node)
+
+
+@pytest.fixture
 async def vault(tmp_path):
     node, _ = await make_node(str(tmp_path / "node"), chunk_size=4096)
     yield node

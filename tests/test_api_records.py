@@ -118,7 +118,8 @@ async def test_erase_removes_record_and_its_blocks(api):
     resp = await api.client.delete(f"/v1/records/{record['id']}", headers=api.auth())
     assert resp.status == 204
     for path in (f"/v1/records/{record['id']}", f"/v1/records/{record['id']}/content"):
-        assert (await api.client.get(path, headers=api.auth())).status == 404
+        resp = await api.client.get(path, headers=api.auth())
+        assert resp.status == 404 and (await resp.json())["error"]["code"] == "record_not_found"
     assert sum(len(files) for _, _, files in os.walk(blocks_dir)) == 0
     pins = await api.vault.db.read(lambda c: c.execute("SELECT COUNT(*) FROM pins").fetchone()[0])
     assert pins == 0
@@ -143,13 +144,27 @@ async def test_other_principal_gets_404_on_record_and_content(api):
 async def test_patient_reads_but_granted_reader_cannot_modify(api):
     patient, patient_token = await api.principal("patient")
     record = await api.put(b"note", "text/plain", patient=patient)
-    resp = await api.client.get(f"/v1/records/{record['id']}/content", headers=api.auth(patient_token))
+    rid = record["id"]
+    resp = await api.client.get(f"/v1/records/{rid}/content", headers=api.auth(patient_token))
     assert await resp.read() == b"note"
-    # the patient may add a version; a principal with only read scope may not write at all
-    _, reader_token = await api.principal("reader", scopes=("read",))
-    resp = await api.client.put(f"/v1/records/{record['id']}", data=b"x",
-                                headers={**api.auth(reader_token), "Content-Type": "text/plain"})
-    assert resp.status == 403 and (await resp.json())["error"]["code"] == "missing_scope"
+    # a reader the patient granted, whose token has every scope a writer's has: reads, may not change
+    reader, reader_token = await api.principal("reader", scopes=("read", "write", "share"))
+    grant = await api.client.post(f"/v1/records/{rid}/grants", json={"recipient": reader},
+                                  headers=api.auth(patient_token))
+    assert grant.status == 201, await grant.text()
+    resp = await api.client.get(f"/v1/records/{rid}/content", headers=api.auth(reader_token))
+    assert resp.status == 200 and await resp.read() == b"note"
+    for method in ("PUT", "DELETE"):
+        resp = await api.client.request(method, f"/v1/records/{rid}", data=b"x",
+                                        headers={**api.auth(reader_token), "Content-Type": "text/plain"})
+        assert resp.status == 403 and (await resp.json())["error"]["code"] == "not_owner", method
+    resp = await api.client.post(f"/v1/records/{rid}/grants", json={"recipient": api.owner_did, "write": True},
+                                 headers=api.auth(reader_token))
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "not_owner"
+    resp = await api.client.get(f"/v1/records/{rid}", headers=api.auth(patient_token))
+    assert (await resp.json())["version"] == 1  # nothing the reader tried changed the record
+    assert await (await api.client.get(f"/v1/records/{rid}/content", headers=api.auth(patient_token))).read() \
+        == b"note"
 
 
 async def test_wait_pinned_on_local_returns_pinned(api):

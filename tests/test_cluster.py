@@ -17,6 +17,7 @@ from daemon.reconciler import Reconciler
 
 from .conftest import Api, make_node
 from .ipfs import http_get
+from .waiting import until
 
 MiB = 1024 * 1024
 
@@ -36,14 +37,11 @@ async def _api(path, aiohttp_client, peer, **extra) -> Api:
 
 
 async def _wait_status(api: Api, cid: str, want: set[str], timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        resp = await api.client.get(f"/v1/pins/{cid}", headers=api.auth())
-        detail = await resp.json()
-        if detail.get("status") in want:
-            return detail
-        assert time.monotonic() < deadline, f"pin stayed {detail}"
-        await asyncio.sleep(0.5)
+    async def reached():
+        detail = await (await api.client.get(f"/v1/pins/{cid}", headers=api.auth())).json()
+        return detail if detail.get("status") in want else None
+
+    return await until(reached, timeout, f"the pin to be {' or '.join(sorted(want))}", interval=0.5)
 
 
 async def test_cluster_round_trip_64mib_and_pin_names(tmp_path, aiohttp_client, topology):
@@ -128,16 +126,20 @@ async def test_pins_listing_and_recover(tmp_path, aiohttp_client, topology):
     api = await _api(str(tmp_path / "node"), aiohttp_client, topology.peers[1])
     try:
         record = await api.put(b"a small note", "text/plain", wait="pinned")
-        page = await (await api.client.get("/v1/pins", params={"status": "pinned"}, headers=api.auth())).json()
-        assert record["cid"] in {p["cid"] for p in page["items"]}
-        assert {p["kind"] for p in page["items"]} == {"manifest", "envelope"}
+
+        async def both_pinned():  # wait=pinned covers the manifest; its envelope's pin may land a moment later
+            page = await (await api.client.get("/v1/pins", params={"status": "pinned"}, headers=api.auth())).json()
+            return page if {p["kind"] for p in page["items"]} == {"manifest", "envelope"} else None
+
+        page = await until(both_pinned, 60, "the manifest and its envelope to be listed as pinned", interval=0.5)
+        assert record["cid"] in {p["cid"] for p in page["items"] if p["kind"] == "manifest"}
         resp = await api.client.post(f"/v1/pins/{record['cid']}/recover", headers=api.auth())
         assert resp.status == 200 and (await resp.json())["cid"] == record["cid"]
         bad = await api.client.get("/v1/pins/not-a-cid", headers=api.auth())
-        assert bad.status == 400
+        assert bad.status == 400 and (await bad.json())["error"]["code"] == "bad_cid"
         unknown = await api.client.get("/v1/pins/bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy",
                                        headers=api.auth())
-        assert unknown.status == 404
+        assert unknown.status == 404 and (await unknown.json())["error"]["code"] == "pin_not_found"
         health = await (await api.client.get("/v1/health", headers=api.auth())).json()
         assert health["checks"]["pins"]["peers"] == 3 and health["backend"] == "cluster"
         trail = await (await api.client.get("/v1/audit", headers=api.auth())).json()

@@ -137,7 +137,8 @@ async def test_audit_verify_names_the_first_broken_entry(db):
         await db.write(audit.append, "t", "did:a", "read", f"r{i}", "ok")
     await db.write(lambda c: c.execute("UPDATE audit SET actor = 'did:evil' WHERE seq = 3"))
     result = await db.read(audit.verify)
-    assert result == {"ok": False, "count": 2, "head": result["head"], "broken_at": 3}
+    last_good = await db.read(lambda c: c.execute("SELECT hash FROM audit WHERE seq = 2").fetchone()[0])
+    assert result == {"ok": False, "count": 2, "head": last_good, "broken_at": 3}
     await db.write(lambda c: c.execute("UPDATE audit SET actor = 'did:a' WHERE seq = 3"))
     await db.write(lambda c: c.execute("DELETE FROM audit WHERE seq = 4"))
     assert (await db.read(audit.verify))["broken_at"] == 4

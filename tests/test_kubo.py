@@ -103,7 +103,7 @@ async def test_kubo_down_gives_503_and_recovers_without_restart(tmp_path, aiohtt
         resp = await api.client.post("/v1/records", data=b"x", headers={**api.auth(), "Content-Type": "text/plain"})
         assert resp.status == 503 and (await resp.json())["error"]["code"] == "backend_unavailable"
         resp = await api.client.get(f"/v1/records/{before['id']}/content", headers=api.auth())
-        assert resp.status == 503
+        assert resp.status == 503 and (await resp.json())["error"]["code"] == "backend_unavailable"
         health = await api.client.get("/v1/health")
         assert health.status == 503 and (await health.json())["status"] == "degraded"
         assert (await api.client.get("/v1/records", headers=api.auth())).status == 200  # the index still answers

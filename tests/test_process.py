@@ -97,10 +97,11 @@ def test_no_plaintext_marker_in_blocks_or_logs(node, tmp_path):
 
 def test_cli_errors_are_one_line_and_nonzero(node, tmp_path):
     data_dir, _, _ = node
-    result = run("get", "a" * 26, "--data-dir", data_dir, check=False)
+    out = tmp_path / "x.out"
+    result = run("get", "a" * 26, "-o", str(out), "--data-dir", data_dir, check=False)
     assert result.returncode == 1
     assert result.stderr.decode().count("\n") == 1 and "record_not_found" in result.stderr.decode()
-    assert not (tmp_path / "x.out").exists()
+    assert sorted(os.listdir(tmp_path)) == ["daemon.log", "node"]  # no output file, not even a partial one
 
 
 def test_sigterm_stops_cleanly(node):

@@ -15,6 +15,7 @@ from api.app import make_app
 from daemon.node import close_vault
 
 from .conftest import Api, make_node
+from .errors import assert_error
 from .ipfs import missing
 
 MiB = 1024 * 1024
@@ -71,8 +72,7 @@ async def test_full_disk_is_507_erase_frees_it_and_uploads_resume(small_disk, ai
             if resp.status != 201:
                 break
             stored.append((await resp.json())["id"])
-        assert resp.status == 507 and resp.content_type == "application/json"
-        assert (await resp.json())["error"]["code"] == "insufficient_storage"
+        await assert_error(resp, 507, "insufficient_storage")
         assert stored
         status, health = await _status(api)
         assert status == 503 and health["status"] == "degraded" and health["checks"]["storage"]["status"] == "low"
