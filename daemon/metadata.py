@@ -29,8 +29,12 @@ MAX_SYSTEM = 200
 MAX_CODE = 100
 MAX_TEXT = 4000
 MAX_DATE = 40
+MAX_IDENTIFIERS = 100
+MAX_IDENTIFIER = 100
 FIELDS = frozenset({"record", "version", "prev", "content_type", "size", "patient", "type", "title", "tags",
                     "date", "subject", "codes", "text", "author", "created"})
+# Added after the first records were written; absent means [] (FORMAT.md).
+OPTIONAL_FIELDS = frozenset({"identifiers"})
 
 
 class MetadataError(FieldError):
@@ -93,30 +97,32 @@ def _date(value, path: str) -> None:
         raise FieldError(path, "must be an ISO 8601 date or date-time") from None
 
 
-def _codes(value, path: str) -> None:
-    if type(value) is not list or len(value) > MAX_CODES:
-        raise FieldError(path, f"must be a list of at most {MAX_CODES} codes")
+def _pairs(value, path: str, most: int, longest: int) -> None:
+    """A list of at most ``most`` [system, value] pairs (codes, identifiers)."""
+    if type(value) is not list or len(value) > most:
+        raise FieldError(path, f"must be a list of at most {most} [system, value] pairs")
     for i, pair in enumerate(value):
         if type(pair) is not list or len(pair) != 2:
-            raise FieldError(f"{path}[{i}]", "must be a [system, code] pair")
+            raise FieldError(f"{path}[{i}]", "must be a [system, value] pair")
         strict.text(pair[0], f"{path}[{i}][0]", 0, MAX_SYSTEM)
-        strict.text(pair[1], f"{path}[{i}][1]", 1, MAX_CODE)
+        strict.text(pair[1], f"{path}[{i}][1]", 1, longest)
 
 
-def expected_tree(size: int, chunk_size: int, fanout: int) -> tuple[int, int]:
-    """(depth, top-level link count) of the link tree FORMAT.md prescribes for a
-    record of ``size`` bytes: full link blocks in order, the last one partial."""
-    count, depth = max(1, -(-size // chunk_size)), 0
-    while count > fanout:
-        count, depth = -(-count // fanout), depth + 1
-    return depth, count
+def _check_tree(size: int, chunk_size: int, depth: int, top_links: int, fanout: int) -> None:
+    """The manifest's tree must be able to hold exactly the chunks ``size`` needs:
+    at depth 0 its links are those chunks; higher up each top link reaches at
+    least one and at most fanout**depth of them (the reader checks the total)."""
+    chunks = max(1, -(-size // chunk_size))
+    fits = top_links == chunks if depth == 0 else top_links <= chunks <= top_links * fanout ** depth
+    if not fits:
+        raise FieldError("body.size", "does not match the manifest's chunk count")
 
 
 def check_body(body, chunk_size: int, depth: int, top_links: int, fanout: int) -> dict:
     """Returns ``body`` when it satisfies the schema and matches the manifest's
     tree shape; raises MetadataError naming the first offending field."""
     try:
-        strict.exact_map(body, "body", FIELDS)
+        strict.exact_map(body, "body", FIELDS, OPTIONAL_FIELDS)
         _matching(RECORD_ID, body["record"], "body.record", 26, "a 26-character base32 record id")
         version = strict.integer(body["version"], "body.version", 1, MAX_VERSION)
         _prev(body["prev"], "body.prev", version)
@@ -128,12 +134,13 @@ def check_body(body, chunk_size: int, depth: int, top_links: int, fanout: int) -
         _tags(body["tags"], "body.tags")
         _optional(_date, body["date"], "body.date")
         _optional(strict.text, body["subject"], "body.subject", 0, MAX_SUBJECT)
-        _codes(body["codes"], "body.codes")
+        _pairs(body["codes"], "body.codes", MAX_CODES, MAX_CODE)
+        if "identifiers" in body:
+            _pairs(body["identifiers"], "body.identifiers", MAX_IDENTIFIERS, MAX_IDENTIFIER)
         _optional(strict.text, body["text"], "body.text", 0, MAX_TEXT)
         strict.did(body["author"], "body.author")
         strict.time(body["created"], "body.created")
-        if expected_tree(size, chunk_size, fanout) != (depth, top_links):
-            raise FieldError("body.size", "does not match the manifest's chunk count")
+        _check_tree(size, chunk_size, depth, top_links, fanout)
     except MetadataError:
         raise
     except FieldError as exc:

@@ -24,6 +24,9 @@ from .identity import InvalidDid, check_did
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
+
+
 class FieldError(FormatError):
     """A decoded object breaks its schema at ``path`` (e.g. ``manifest.links[3]``)."""
 
@@ -52,8 +55,11 @@ def exact_map(value, path: str, required: frozenset[str], optional: frozenset[st
     keys = set(value)
     for key in sorted(required - keys):
         raise FieldError(f"{path}.{key}", "is missing")
-    if not keys <= required | optional:
-        raise FieldError(path, "has a field this format does not define")  # the unknown name is not echoed
+    unknown = sorted(keys - required - optional)
+    if unknown:  # named only when it is a plain identifier: it is the sender's text
+        name = unknown[0]
+        raise FieldError(f"{path}.{name}" if _PLAIN_KEY.fullmatch(name) else path,
+                         "is not a field this format defines")
     return value
 
 
