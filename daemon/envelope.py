@@ -6,8 +6,10 @@ inside ``box``, an X25519 sealed box (``crypto_box_seal``) to the recipient,
 together with the DEK and the granter's Ed25519 signature over all of it and
 the manifest CID. When granter and recipient differ, ``receipt`` seals
 {to, granted, expires} (no key) to the granter, so the granting node can
-rebuild its list of grants from pinned envelopes alone. Someone holding the block learns only that it points at a
-manifest. A recipient finds its envelopes by trying its own keys.
+rebuild its list of grants from pinned envelopes alone. Someone holding the
+block learns only that it points at a manifest. A recipient finds its
+envelopes by trying its own keys. The envelope, box and receipt are decoded
+strictly (daemon.strict): exact keys and types, canonical dag-cbor only.
 """
 from __future__ import annotations
 
