@@ -16,7 +16,8 @@ BODY = vectors()["inputs"]["metadata_body"]
 def parse(data: bytes) -> None:
     summary = fhir.summarize(data)
     check_body({**BODY, "type": summary.resource_type, "subject": summary.subject, "date": summary.date,
-                "codes": [list(c) for c in summary.codes], "text": summary.text}, 1024, 0, 3, 4096)
+                "codes": [list(c) for c in summary.codes], "identifiers": [list(i) for i in summary.identifiers],
+                "text": summary.text}, 1024, 0, 3, 4096)
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def negative() -> dict:
         return _block("manifest", dag_cbor.encode({k: v for k, v in node.items() if v is not _DROP}))
 
     # Manifest, clear part
-    add("manifest-unknown-key", "a key the format does not define", "FormatError", manifest_with(x=1), "manifest")
+    add("manifest-unknown-key", "a key the format does not define", "FormatError", manifest_with(x=1), "manifest.x")
     add("manifest-missing-key", "no depth", "FormatError", manifest_with(depth=_DROP), "manifest.depth")
     add("manifest-version-2", "v must be 1", "FormatError", manifest_with(v=2), "manifest.v")
     add("manifest-sid-short", "sid is 15 bytes", "FormatError", manifest_with(sid=STREAM_ID[:15]), "manifest.sid")
@@ -141,7 +141,7 @@ def negative() -> dict:
     # Link blocks
     links = [c.to_link() for c in chunk_cids]
     add("link-block-unknown-key", "a key besides links", "FormatError",
-        _block("link_block", dag_cbor.encode({"links": links, "x": 1})), "link block")
+        _block("link_block", dag_cbor.encode({"links": links, "x": 1})), "link block.x")
     add("link-block-empty", "no links", "FormatError", _block("link_block", dag_cbor.encode({"links": []})),
         "link block.links")
     add("link-block-mixed-codecs", "a dag-cbor link among raw ones", "FormatError",
@@ -164,7 +164,7 @@ def negative() -> dict:
         return _block("envelope", dag_cbor.encode({k: v for k, v in node.items() if v is not _DROP}))
 
     add("envelope-unknown-key", "a key the format does not define", "FormatError", envelope_with(x=b""),
-        "envelope")
+        "envelope.x")
     add("envelope-version-2", "v must be 1", "FormatError", envelope_with(v=2), "envelope.v")
     add("envelope-manifest-raw", "manifest links to a raw block", "FormatError",
         envelope_with(manifest=chunk_cids[0].to_link()), "envelope.manifest")
@@ -176,7 +176,7 @@ def negative() -> dict:
     add("envelope-no-box", "box missing", "FormatError", envelope_with(box=_DROP), "envelope.box")
     # ... and the sealed box (open with the recipient's key)
     add("box-unknown-key", "the box holds a key the format does not define", "FormatError",
-        envelope_with(inner(x=1)), "box")
+        envelope_with(inner(x=1)), "box.x")
     add("box-dek-short", "dek is 31 bytes", "FormatError", envelope_with(inner(dek=DEK[:31])), "box.dek")
     add("box-to-not-did", "to is not a did:key", "FormatError", envelope_with(inner(to="mallory")), "box.to")
     add("box-granted-other-spelling", "granted without milliseconds", "FormatError",
@@ -200,7 +200,8 @@ def negative() -> dict:
         return _block("manifest", dag_cbor.encode(node))
 
     bad_bodies = [
-        ("unknown-key", {**body, "x": 1}, "body"),
+        ("unknown-key", {**body, "is_admin": True}, "body.is_admin"),
+        ("unknown-key-not-named", {**body, "Jane Doe, HIV+": 1}, "body"),
         ("missing-created", {k: v for k, v in body.items() if k != "created"}, "body.created"),
         ("record-id", {**body, "record": "A" * 26}, "body.record"),
         ("record-int", {**body, "record": 7}, "body.record"),
@@ -227,6 +228,8 @@ def negative() -> dict:
         ("codes-triple", {**body, "codes": [["http://loinc.org", "1-8", "x"]]}, "body.codes[0]"),
         ("code-empty", {**body, "codes": [["http://loinc.org", ""]]}, "body.codes[0][1]"),
         ("codes-1001", {**body, "codes": [["", str(i)] for i in range(1001)]}, "body.codes"),
+        ("identifiers-not-pairs", {**body, "identifiers": ["MRN-1"]}, "body.identifiers[0]"),
+        ("identifiers-101", {**body, "identifiers": [["", str(i)] for i in range(101)]}, "body.identifiers"),
         ("text-oversize", {**body, "text": "x" * 4001}, "body.text"),
         ("created-no-offset", {**body, "created": "2024-01-01T00:00:00.000"}, "body.created"),
         ("created-other-spelling", {**body, "created": "2024-01-01T01:00:00.000+01:00"}, "body.created"),
@@ -237,7 +240,7 @@ def negative() -> dict:
     add("metadata-bytes-value", "a body value canonical JSON cannot hold (bytes)", "MetadataError",
         meta({**body, "title": b"x"}, bytes(64)), "body")
     add("metadata-sealed-unknown-key", "the sealed map holds a key besides body and sig", "FormatError",
-        meta(body, bytes(64), {"x": 1}), "meta")
+        meta(body, bytes(64), {"x": 1}), "meta.x")
     add("metadata-sig-short", "sig is 63 bytes", "FormatError", meta(body, bytes(63)), "meta.sig")
     add("metadata-author-not-did", "the author is not a did:key, so nothing verifies", "SignatureError",
         meta({**body, "author": "someone"}, bytes(64)), None)
@@ -257,7 +260,7 @@ def negative() -> dict:
     add("car-version-2", "header version 2", "FormatError",
         car_vector(_car_head({"roots": [chunk_cids[0].to_link()], "version": 2}) + section), "CAR header.version")
     add("car-header-unknown-key", "a header key besides version and roots", "FormatError",
-        car_vector(_car_head({"roots": [], "version": 1, "x": 1}) + section), "CAR header")
+        car_vector(_car_head({"roots": [], "version": 1, "x": 1}) + section), "CAR header.x")
     add("car-non-minimal-varint", "a section length in a non-minimal varint", "FormatError",
         car_vector(head + b"\x80\x00"))
     add("car-oversize-section", "a section longer than 2 MiB + 36", "FormatError",

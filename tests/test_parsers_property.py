@@ -24,7 +24,7 @@ from daemon.identity import Principal
 from daemon.manifest import SignatureError, build_manifest, decode_link_block, decode_manifest, open_metadata
 from daemon.metadata import MetadataError, check_body
 from daemon.sharing import parse_share, share_token
-from daemon.views import decode_cursor, encode_cursor
+from daemon.search_params import encode_cursor, parse as parse_search
 
 settings.register_profile("parsers", max_examples=int(os.environ.get("PARSER_EXAMPLES", 200)), deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -197,13 +197,23 @@ def test_metadata_of_any_shape_is_refused_with_metadata_error(body):
         check_body(body, 1024, 0, 3, 4096)
 
 
-@given(st.integers(0, 2**40), st.integers(1, crypto.MAX_CHUNK_SIZE), st.integers(2, 64))
-def test_expected_tree_matches_the_writer(size, chunk_size, fanout):
+@given(st.integers(1, 3000), st.integers(1, 4096), st.integers(2, 64), st.integers(0, 4095))
+def test_every_tree_the_writer_builds_passes_the_size_check(count, chunk_size, fanout, short):
+    """Writer within reader: any chunk count and fanout (nodes may lower it to test deep trees)."""
     from daemon.manifest import build_link_tree
-    count = max(1, -(-size // chunk_size))
-    assume(count <= 5000)
+    size = count * chunk_size - min(short, chunk_size - 1)
     depth, top, _ = build_link_tree([Cid.for_data(RAW, i.to_bytes(4, "big")) for i in range(count)], fanout)
-    assert metadata.expected_tree(size, chunk_size, fanout) == (depth, len(top))
+    assume(depth <= 4)
+    check_body(_body(size=size), chunk_size, depth, len(top), 4096)
+
+
+@given(st.integers(1, 3000), st.integers(1, 3000))
+def test_a_depth_0_manifest_must_list_exactly_the_chunks_its_size_needs(links, chunks):
+    try:
+        check_body(_body(size=chunks * 1024), 1024, 0, links, 4096)
+        assert links == chunks
+    except MetadataError as exc:
+        assert links != chunks and exc.path == "body.size"
 
 
 # ---- Range headers and cursors ---------------------------------------------------------
@@ -227,30 +237,51 @@ def test_range_round_trips(size, data):
     assert parse_range(f"bytes={start}-{end}", size) == (start, end)
 
 
+def _cursor(text: str, sort: str | None = None):
+    items = [("cursor", text)] + ([("_sort", sort)] if sort else [])
+    return parse_search(items, READER.did, "2024-01-01T00:00:00.000Z", False).after
+
+
 @given(st.text(max_size=80) | st.binary(max_size=60).map(lambda b: base64.urlsafe_b64encode(b).decode()))
-def test_cursor_is_a_sequence_or_bad_request(cursor):
+def test_cursor_is_a_position_or_bad_request(cursor):
     try:
-        assert 0 <= decode_cursor(cursor) < 2**63
+        position = _cursor(cursor)
     except BadRequest:
-        pass
+        return
+    assert 0 <= position["s"] < 2**63
 
 
-@given(ipld.filter(lambda v: not isinstance(v, (bytes, float)) and "CID" not in repr(v)))
-def test_cursor_of_any_json_is_a_sequence_or_bad_request(value):
+@given(ipld.filter(lambda v: not isinstance(v, (bytes, float)) and "CID" not in repr(v)),
+       st.sampled_from([None, "date", "-date"]))
+def test_cursor_of_any_json_is_a_bindable_position_or_bad_request(value, sort):
+    """Whatever a cursor holds, SQLite must be able to bind it (64-bit integers)."""
+    doc = {"s": value, "o": sort or "-seq"} if not isinstance(value, dict) else {**value, "o": sort or "-seq"}
     try:
-        text = json.dumps({"s": value})
+        text = json.dumps(doc)
     except (TypeError, ValueError):
         return
-    cursor = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
     try:
-        assert type(decode_cursor(cursor)) is int
+        position = _cursor(base64.urlsafe_b64encode(text.encode()).decode().rstrip("="), sort)
     except BadRequest:
-        pass
+        return
+    assert all(v is None or (type(v) is int and -2**63 <= v < 2**63) for v in position.values())
 
 
-@given(st.integers(0, 2**63 - 1))
-def test_cursor_round_trips(seq):
-    assert decode_cursor(encode_cursor(seq)) == seq
+@given(st.integers(-2**70, 2**70), st.integers(-2**70, 2**70))
+def test_cursor_positions_are_bounded(seq, day):
+    text = json.dumps({"s": seq, "d": day, "o": "-seq"})
+    try:
+        position = _cursor(base64.urlsafe_b64encode(text.encode()).decode())
+    except BadRequest:
+        assert not (0 <= seq < 2**63 and -2**63 <= day < 2**63)
+        return
+    assert position == {"s": seq, "d": day} and -2**63 <= day < 2**63
+
+
+@given(st.integers(0, 2**63 - 1), st.none() | st.integers(-2**62, 2**62), st.sampled_from(["date", "-date"]))
+def test_cursor_round_trips(seq, day, sort):
+    position = {"s": seq, "d": day}
+    assert _cursor(encode_cursor(position, sort), sort) == position
 
 
 # ---- FHIR summary -------------------------------------------------------------------------
@@ -259,18 +290,20 @@ json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=30) | st.floats(allow_nan=False),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
         st.sampled_from(["resourceType", "subject", "reference", "code", "coding", "system", "display", "text",
-                         "div", "effectiveDateTime", "period", "start", "category", "x"]), inner, max_size=5),
+                         "div", "effectiveDateTime", "period", "start", "category", "identifier", "value",
+                         "component", "x"]), inner, max_size=5),
     max_leaves=25)
 resources = st.fixed_dictionaries({"resourceType": st.sampled_from(["Observation", "Condition", "x"])},
                                   optional={"subject": json_values, "code": json_values, "text": json_values,
                                             "effectiveDateTime": json_values, "period": json_values,
-                                            "category": json_values})
+                                            "category": json_values, "identifier": json_values,
+                                            "component": json_values})
 
 
 def _fits_the_metadata_schema(summary: fhir.FhirSummary) -> None:
     """What the summary gives the vault must pass the reader's schema."""
     body = _body(subject=summary.subject, date=summary.date, codes=[list(c) for c in summary.codes],
-                 text=summary.text, type=summary.resource_type)
+                 identifiers=[list(i) for i in summary.identifiers], text=summary.text, type=summary.resource_type)
     check_body(body, 1024, 0, 3, 4096)
 
 
@@ -320,12 +353,13 @@ def test_fhir_summary_keeps_at_most_the_schema_s_codes():
     assert len(summary.codes) == metadata.MAX_CODES
 
 
-@pytest.mark.parametrize("doc", ['{"s": 1e400}', '{"s": true}', '{"s": 99999999999999999999999}',
-                                 "[" * 50 + "]" * 50])
+@pytest.mark.parametrize("doc", ['{"s": 1e400, "o": "-seq"}', '{"s": true, "o": "-seq"}',
+                                 '{"s": 99999999999999999999999, "o": "-seq"}',
+                                 '{"s": 1, "d": 99999999999999999999999, "o": "-seq"}', "[" * 5000 + "]" * 5000])
 def test_cursor_with_a_huge_odd_or_deep_value_is_bad_request(doc):
-    """A huge number overflowed SQLite's integer (500); True passed as 1."""
+    """A huge number overflowed SQLite's integer (a 500); True passed as 1."""
     with pytest.raises(BadRequest):
-        decode_cursor(base64.urlsafe_b64encode(doc.encode()).decode())
+        _cursor(base64.urlsafe_b64encode(doc.encode()).decode())
 
 
 def test_metadata_holding_bytes_is_refused_not_a_type_error():
