@@ -19,6 +19,7 @@ MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_
 RECORD_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 MAX_VERSION = 2**31 - 1
 MAX_SIZE = 2**53  # exact in every JSON number implementation
+# size >= 1: chunks are never empty, and an imported empty record made content reads fail (500)
 MAX_CONTENT_TYPE = 255
 MAX_TITLE = 500
 MAX_TAGS = 32
@@ -127,7 +128,7 @@ def check_body(body, chunk_size: int, depth: int, top_links: int, fanout: int) -
         version = strict.integer(body["version"], "body.version", 1, MAX_VERSION)
         _prev(body["prev"], "body.prev", version)
         _content_type(body["content_type"], "body.content_type")
-        size = strict.integer(body["size"], "body.size", 0, MAX_SIZE)
+        size = strict.integer(body["size"], "body.size", 1, MAX_SIZE)  # an empty record is never written
         _optional(strict.did, body["patient"], "body.patient")
         _optional(_type, body["type"], "body.type")
         _optional(strict.text, body["title"], "body.title", 1, MAX_TITLE)

@@ -213,6 +213,7 @@ def negative() -> dict:
         ("prev-raw-cid", {**body, "version": 2, "prev": good["chunks"][0]["cid"]}, "body.prev"),
         ("content-type", {**body, "content_type": "not a media type"}, "body.content_type"),
         ("size-negative", {**body, "size": -1}, "body.size"),
+        ("size-zero", {**body, "size": 0}, "body.size"),
         ("size-chunk-count", {**body, "size": CHUNK_SIZE * 5}, "body.size"),
         ("patient-not-did", {**body, "patient": "patient-1"}, "body.patient"),
         ("type-pattern", {**body, "type": "1Note"}, "body.type"),

@@ -466,6 +466,17 @@ async def test_car_bad_signed_metadata_is_422(local, case):
     await assert_untouched(local, before, forged.cids)
 
 
+async def test_car_empty_record_is_refused(local):
+    """Attack: a validly signed record of size 0 with one empty chunk (the API
+    never writes one). It was imported, and reading its content was a 500."""
+    before = await snapshot(local)
+    forged = forge.forge(local.offline, new_record_id(), 1, data=b"")
+    forge.seal_to(forged, local.attacker.did, local.offline)
+    message = await expect_error(await send_car(local, car_for(forged)), 422, "bad_metadata")
+    assert "size" in message
+    await assert_untouched(local, before, forged.cids)
+
+
 async def test_number_record_id_cannot_break_audit_verify(local):
     """Attack: a validly signed record whose id is the number 123456. Today it
     is imported and its audit entry (hashed with the number, stored as text)
