@@ -57,10 +57,18 @@ def _type(value, path: str) -> str:
     return _matching(RECORD_TYPE, value, path, 64, "a short type name such as 'Observation'")
 
 
+def media_type_base(value: str) -> str | None:
+    """The lower-case ``type/subtype`` of a media type as the body stores it, or
+    None when the value is not one (the upload path and the reader share this)."""
+    if not 0 < len(value) <= MAX_CONTENT_TYPE or not value.isprintable():
+        return None
+    base = value.split(";", 1)[0].strip().lower()
+    return base if MEDIA_TYPE.fullmatch(base) else None
+
+
 def _content_type(value, path: str) -> str:
     strict.text(value, path, 1, MAX_CONTENT_TYPE)
-    base = value.split(";", 1)[0].strip().lower()
-    if not MEDIA_TYPE.fullmatch(base) or not value.isprintable():
+    if media_type_base(value) is None:
         raise FieldError(path, "must be a media type")
     return value
 

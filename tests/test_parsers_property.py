@@ -216,6 +216,25 @@ def test_a_depth_0_manifest_must_list_exactly_the_chunks_its_size_needs(links, c
         assert links != chunks and exc.path == "body.size"
 
 
+@given(st.sampled_from([None, "Observation"]) | st.text(max_size=20), st.none() | st.text(max_size=30),
+       st.lists(st.sampled_from(["a", "lab"]) | st.text(max_size=8), max_size=4),
+       st.sampled_from([None, "2024-05-01"]) | st.text(max_size=12),
+       st.sampled_from(["text/plain", "application/fhir+json; fhirVersion=4.0"])
+       | st.text(max_size=40).map(lambda t: "text/plain;" + t))
+def test_what_the_upload_path_accepts_the_reader_accepts(type_, title, tags, date, content_type):
+    """Writer within reader: a record input the API takes must give a body the
+    strict reader opens, or the node would store a record it cannot read."""
+    from daemon.errors import UnsupportedMediaType
+    from daemon.record_input import RecordInput, check_media_type
+    try:
+        info = RecordInput(type=type_, title=title, tags=tags, date=date).validated()
+        full_type, _ = check_media_type(content_type)
+    except (BadRequest, UnsupportedMediaType):
+        return
+    check_body(_body(type=info.type, title=info.title, tags=info.tags, date=info.date, content_type=full_type),
+               1024, 0, 3, 4096)
+
+
 # ---- Range headers and cursors ---------------------------------------------------------
 
 @given(st.one_of(st.none(), st.text(max_size=40), st.from_regex(r"bytes=[0-9]{0,25}-[0-9]{0,25}", fullmatch=True)),
@@ -377,3 +396,14 @@ def test_range_with_thousands_of_digits_is_served_not_refused():
     assert parse_range("bytes=" + "0" * 5000 + "-3", 10) == (0, 3)
     with pytest.raises(ValueError):
         parse_range("bytes=" + "9" * 5000 + "-", 10)
+
+
+async def test_upload_with_nul_in_title_is_400_and_later_records_stay_readable(api):
+    """A NUL title was accepted and signed; the strict reader then refused the
+    node's own record. It is now refused at the door."""
+    resp = await api.client.post("/v1/records", data=b"x", params={"title": "a\x00b"},
+                                 headers={**api.auth(), "Content-Type": "text/plain"})
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_title"
+    record = await api.put(b"hello", "text/plain", title="fine")
+    resp = await api.client.get(f"/v1/records/{record['id']}/content", headers=api.auth())
+    assert resp.status == 200 and await resp.read() == b"hello"
