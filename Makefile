@@ -6,8 +6,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA_DIR ?= .medvault
 LISTEN   ?= 127.0.0.1:7420
+FUZZ_SECONDS ?= 15
+FUZZ_TARGETS ?= car manifest envelope metadata share range cursor fhir
 
-.PHONY: run test ipfs schema venv bench bench-ipfs bench-sharing bench-search clean
+.PHONY: run test ipfs schema venv bench bench-ipfs bench-sharing bench-search clean fuzz
 
 venv: $(VENV)/.installed
 
@@ -41,6 +43,19 @@ bench-search: venv
 
 bench-sharing: venv ipfs
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python bench/sharing.py
+
+# Coverage-guided fuzzing of every parser of outside input (atheris), each for
+# FUZZ_SECONDS; a crash stops the run and leaves its input in fuzz/crashes/.
+fuzz: venv
+	$(BIN)/pip install --quiet -e '.[fuzz]'
+	mkdir -p fuzz/crashes
+	for target in $(FUZZ_TARGETS); do \
+		echo "== fuzz_$$target ($(FUZZ_SECONDS) s)"; \
+		$(BIN)/python fuzz/fuzz_$$target.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=1024 \
+			-artifact_prefix=fuzz/crashes/$$target- > fuzz/crashes/$$target.log 2>&1 \
+			|| { tail -n 40 fuzz/crashes/$$target.log; exit 1; }; \
+		tail -n 1 fuzz/crashes/$$target.log; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -14,7 +14,8 @@ from .errors import error_response
 from .streaming import send
 
 routes = web.RouteTableDef()
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+_BIG = 19  # digits beyond any record size; int() of longer strings is refused by Python
 _BODY_PIECE = 256 * 1024
 
 
@@ -72,21 +73,28 @@ def content_headers(content_type: str) -> dict:
     return headers
 
 
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _BIG else 10**_BIG
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """One ``bytes=`` range → inclusive (start, end); None = whole body; ValueError = 416."""
     if not header:
         return None
-    match = _RANGE.match(header.strip())
+    match = _RANGE.fullmatch(header.strip())
     if not match or match.groups() == ("", ""):
         return None  # multi-range or malformed: RFC 9110 lets us serve the whole body
+    if size <= 0:
+        raise ValueError("no range of an empty record is satisfiable")
     first, last = match.groups()
     if first == "":
-        length = int(last)
+        length = _position(last)
         if length == 0:
             raise ValueError("empty suffix range")
         return max(0, size - length), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
+    start = _position(first)
+    end = min(_position(last), size - 1) if last else size - 1
     if start >= size or end < start:
         raise ValueError("range outside the record")
     return start, end

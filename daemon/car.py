@@ -4,7 +4,9 @@ A varint-prefixed dag-cbor header ``{"version": 1, "roots": [...]}``, then
 for each block a varint of len(CID)+len(data), the binary CID and the data.
 The PyPI ``ipld_car`` package builds and parses whole archives in memory; a
 patient's export can be gigabytes, so we stream with multiformats' varint and
-dag-cbor instead. Every block read is checked against its CID.
+dag-cbor instead. Every block read is checked against its CID, and the
+header is decoded as strictly as any other object from outside (daemon.strict):
+exactly ``version`` 1 and ``roots``, canonical dag-cbor, minimal varints.
 """
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ from collections.abc import AsyncIterator
 import dag_cbor
 from multiformats import varint
 
+from . import strict
 from .blocks import Block, FormatError
 from .cid import Cid
 
 MAX_BLOCK = 2 * 1024 * 1024
 MAX_HEADER = 1024 * 1024
+_HEADER_FIELDS = frozenset({"version", "roots"})
 
 
 def header(roots: list[Cid]) -> bytes:
@@ -54,7 +58,10 @@ class _Reader:
             if not await self._fill(end):
                 raise FormatError("the CAR file ends inside a length")
             if not self._buffer[end - 1] & 0x80:
-                value = varint.decode(bytes(self._buffer[:end]))
+                try:
+                    value = varint.decode(bytes(self._buffer[:end]))
+                except ValueError:  # not minimally encoded: one length, one spelling
+                    raise FormatError("bad varint in the CAR file") from None
                 del self._buffer[:end]
                 return value
         raise FormatError("bad varint in the CAR file")
@@ -73,15 +80,12 @@ async def read(source: AsyncIterator[bytes]) -> tuple[list[Cid], AsyncIterator[B
     length = await reader.varint()
     if length is None or not 0 < length <= MAX_HEADER:
         raise FormatError("not a CAR file")
-    try:
-        head = dag_cbor.decode(await reader.take(length))
-        if head["version"] != 1:
-            raise FormatError("only CAR version 1 is supported")
-        roots = [Cid.from_link(r) for r in head["roots"]]
-    except FormatError:
-        raise
-    except Exception as exc:
-        raise FormatError("not a CAR v1 header") from exc
+    head = strict.exact_map(strict.decode_canonical(await reader.take(length), "CAR header"), "CAR header",
+                            _HEADER_FIELDS)
+    strict.integer(head["version"], "CAR header.version", 1, 1)
+    if type(head["roots"]) is not list:
+        raise FormatError("CAR header.roots: must be a list of CID links")
+    roots = [strict.any_link(r, f"CAR header.roots[{i}]") for i, r in enumerate(head["roots"])]
 
     async def blocks() -> AsyncIterator[Block]:
         while (size := await reader.varint()) is not None:

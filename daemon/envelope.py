@@ -6,8 +6,10 @@ inside ``box``, an X25519 sealed box (``crypto_box_seal``) to the recipient,
 together with the DEK and the granter's Ed25519 signature over all of it and
 the manifest CID. When granter and recipient differ, ``receipt`` seals
 {to, granted, expires} (no key) to the granter, so the granting node can
-rebuild its list of grants from pinned envelopes alone. Someone holding the block learns only that it points at a
-manifest. A recipient finds its envelopes by trying its own keys.
+rebuild its list of grants from pinned envelopes alone. Someone holding the
+block learns only that it points at a manifest. A recipient finds its
+envelopes by trying its own keys. The envelope, box and receipt are decoded
+strictly (daemon.strict): exact keys and types, canonical dag-cbor only.
 """
 from __future__ import annotations
 
@@ -17,13 +19,18 @@ import dag_cbor
 from nacl.exceptions import CryptoError
 from nacl.public import SealedBox
 
-from . import crypto
-from .blocks import Block, FormatError, decode_node
+from . import crypto, strict
+from .blocks import Block, FormatError
 from .cid import DAG_CBOR, Cid
-from .identity import InvalidDid, Principal, box_public_key_of, verify
-from .manifest import SignatureError, canonical_json
+from .identity import Principal, box_public_key_of, verify
+from .manifest import SIGNATURE_BYTES, SignatureError, canonical_json
 
 _SIG_DOMAIN = b"medvault/v1/envelope-sig\x00"
+_SEAL_OVERHEAD = 48  # crypto_box_seal: ephemeral X25519 key (32) + Poly1305 tag (16)
+MAX_SEALED = 1024  # a box holds a key, two did:keys, two times and a signature: ~300 bytes
+_ENVELOPE_FIELDS = frozenset({"v", "manifest", "box"})
+_BOX_FIELDS = frozenset({"dek", "to", "from", "granted", "expires", "sig"})
+_RECEIPT_FIELDS = frozenset({"to", "granted", "expires"})
 
 
 @dataclass(frozen=True, repr=False)
@@ -69,48 +76,53 @@ def build_envelope(manifest: Cid, dek: bytes, recipient: str, granter: Principal
     return Block.dag_cbor(node)
 
 
+def _envelope_node(cid: Cid, data: bytes) -> dict:
+    if cid.codec != DAG_CBOR:
+        raise FormatError("an envelope must be a dag-cbor block")
+    node = strict.exact_map(strict.decode_canonical(data, "envelope"), "envelope", _ENVELOPE_FIELDS,
+                            frozenset({"receipt"}))
+    strict.integer(node["v"], "envelope.v", crypto.FORMAT_VERSION, crypto.FORMAT_VERSION)
+    strict.byte_string(node["box"], "envelope.box", _SEAL_OVERHEAD + 1, MAX_SEALED)
+    if "receipt" in node:
+        strict.byte_string(node["receipt"], "envelope.receipt", _SEAL_OVERHEAD + 1, MAX_SEALED)
+    return node
+
+
 def envelope_manifest(cid: Cid, data: bytes) -> tuple[Cid, bytes]:
     """The manifest CID and sealed box of an envelope block (no key needed)."""
-    node = decode_node(cid, data)
-    try:
-        if node["v"] != crypto.FORMAT_VERSION:
-            raise FormatError("unsupported envelope version")
-        manifest, box = Cid.from_link(node["manifest"]), node["box"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FormatError("malformed envelope") from exc
-    if manifest.codec != DAG_CBOR or not isinstance(box, bytes):
-        raise FormatError("malformed envelope")
-    return manifest, box
+    node = _envelope_node(cid, data)
+    return strict.link(node["manifest"], "envelope.manifest", DAG_CBOR), node["box"]
 
 
 class NotForUs(Exception):
     """The envelope is not sealed to this principal."""
 
 
+def _unseal(sealed: bytes, principal: Principal, what: str, fields: frozenset[str]) -> dict:
+    """Opens a sealed box with ``principal``'s key and decodes its map strictly."""
+    try:
+        plain = SealedBox(principal.box_key).decrypt(sealed)
+    except CryptoError as exc:
+        raise NotForUs(f"the {what} is not sealed to this principal") from exc
+    node = strict.exact_map(strict.decode_canonical(plain, what), what, fields)
+    strict.did(node["to"], f"{what}.to")
+    strict.time(node["granted"], f"{what}.granted")
+    if node["expires"] is not None:
+        strict.time(node["expires"], f"{what}.expires")
+    return node
+
+
 def open_envelope(cid: Cid, data: bytes, principal: Principal) -> Grant:
     """Opens an envelope with ``principal``'s key and checks the granter's signature."""
     manifest, box = envelope_manifest(cid, data)
-    try:
-        inner = dag_cbor.decode(SealedBox(principal.box_key).decrypt(box))
-    except CryptoError as exc:
-        raise NotForUs("envelope is not sealed to this principal") from exc
-    except Exception as exc:
-        raise FormatError("malformed envelope box") from exc
-    try:
-        dek, recipient, granter = inner["dek"], inner["to"], inner["from"]
-        granted, expires, signature = inner["granted"], inner["expires"], inner["sig"]
-    except (KeyError, TypeError) as exc:
-        raise FormatError("malformed envelope box") from exc
-    if not (isinstance(dek, bytes) and len(dek) == crypto.KEY_BYTES and isinstance(granted, str)
-            and (expires is None or isinstance(expires, str))):
-        raise FormatError("malformed envelope box")
+    inner = _unseal(box, principal, "box", _BOX_FIELDS)
+    dek = strict.byte_string(inner["dek"], "box.dek", crypto.KEY_BYTES)
+    granter = strict.did(inner["from"], "box.from")
+    signature = strict.byte_string(inner["sig"], "box.sig", SIGNATURE_BYTES)
+    recipient, granted, expires = inner["to"], inner["granted"], inner["expires"]
     if recipient != principal.did:
         raise SignatureError("envelope names another recipient")
-    try:
-        ok = verify(granter, _signed_fields(manifest, dek, recipient, granter, granted, expires), signature)
-    except (InvalidDid, TypeError):
-        ok = False
-    if not ok:
+    if not verify(granter, _signed_fields(manifest, dek, recipient, granter, granted, expires), signature):
         raise SignatureError("envelope signature does not verify")
     return Grant(cid, manifest, dek, recipient, granter, granted, expires)
 
@@ -128,14 +140,9 @@ class Receipt:
 
 
 def open_receipt(cid: Cid, data: bytes, granter: Principal) -> Receipt:
-    manifest, _ = envelope_manifest(cid, data)
-    sealed = decode_node(cid, data).get("receipt")
-    if not isinstance(sealed, bytes):
+    node = _envelope_node(cid, data)
+    manifest = strict.link(node["manifest"], "envelope.manifest", DAG_CBOR)
+    if "receipt" not in node:
         raise NotForUs("the envelope carries no receipt")
-    try:
-        inner = dag_cbor.decode(SealedBox(granter.box_key).decrypt(sealed))
-        return Receipt(cid, manifest, str(inner["to"]), str(inner["granted"]), inner["expires"])
-    except CryptoError as exc:
-        raise NotForUs("the receipt is not sealed to this principal") from exc
-    except Exception as exc:
-        raise FormatError("malformed envelope receipt") from exc
+    inner = _unseal(node["receipt"], granter, "receipt", _RECEIPT_FIELDS)
+    return Receipt(cid, manifest, inner["to"], inner["granted"], inner["expires"])

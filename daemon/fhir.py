@@ -6,7 +6,9 @@ subject/patient reference, the clinically relevant date (the field FHIR's
 ``date``/``clinical-date`` search parameter uses for that resource type),
 every coding (system, code) of its coded elements — including each
 ``component``'s code and value — its identifiers (system, value), and a
-short plain-text summary for search.
+short plain-text summary for search. What we take goes into the signed
+metadata, so it is held to the metadata schema's limits here (daemon.metadata):
+a reader refuses anything longer, and a NUL anywhere we copy from is a 422.
 """
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ from dataclasses import dataclass, field
 
 from indexer import dates
 
+from . import timeutil
 from .errors import InvalidRecord
+from .metadata import (MAX_CODE, MAX_CODES, MAX_DATE, MAX_IDENTIFIER, MAX_IDENTIFIERS, MAX_SUBJECT, MAX_SYSTEM,
+                       MAX_TEXT)
 
 MEDIA_TYPE = "application/fhir+json"
-_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 # Where each resource type keeps its clinical date, in order of preference
 # (a ``*Period`` contributes its start); other types fall back to _DATE_FIELDS.
 _DATES_BY_TYPE = {
@@ -48,7 +53,6 @@ _CODED_FIELDS = ("code", "category", "type", "vaccineCode", "medicationCodeableC
                  "valueCodeableConcept", "reasonCode")
 _REFERENCE_FIELDS = ("subject", "patient", "beneficiary")
 _TAGS = re.compile(r"<[^>]+>")
-_MAX_TEXT = 4000
 
 
 @dataclass
@@ -61,6 +65,15 @@ class FhirSummary:
     text: str = ""
 
 
+def _string(value) -> str | None:
+    """A string we may copy into the metadata; NUL is not FHIR text (nor ours)."""
+    if not isinstance(value, str):
+        return None
+    if "\x00" in value:
+        raise InvalidRecord("the FHIR resource contains a NUL character")
+    return value
+
+
 def _codings(value) -> list[tuple[str, str, str]]:
     """(system, code, display) of every coding in a CodeableConcept, a list of them, or a Coding."""
     out = []
@@ -69,28 +82,28 @@ def _codings(value) -> list[tuple[str, str, str]]:
             continue
         codings = item.get("coding") if isinstance(item.get("coding"), list) else [item]
         for coding in codings:
-            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                out.append((str(coding.get("system") or ""), coding["code"], str(coding.get("display") or "")))
-        if isinstance(item.get("text"), str):
-            out.append(("", "", item["text"]))
+            if isinstance(coding, dict) and (code := _string(coding.get("code"))) is not None:
+                out.append((_string(coding.get("system")) or "", code, _string(coding.get("display")) or ""))
+        if (text := _string(item.get("text"))) is not None:
+            out.append(("", "", text))
     return out
 
 
 def summarize(body: bytes) -> FhirSummary:
     try:
         resource = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # bad UTF-8 or JSON, over-long numbers, deep nesting
         raise InvalidRecord("the body is not valid JSON (or nests too deeply)") from None
     if not isinstance(resource, dict):
         raise InvalidRecord("a FHIR resource must be a JSON object")
     rtype = resource.get("resourceType")
-    if not isinstance(rtype, str) or not _TYPE.match(rtype):
+    if not isinstance(rtype, str) or not _TYPE.fullmatch(rtype):
         raise InvalidRecord("the FHIR resource has no valid resourceType")
     summary = FhirSummary(rtype)
     for key in _REFERENCE_FIELDS:
         ref = resource.get(key)
-        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            summary.subject = ref["reference"][:200]
+        if isinstance(ref, dict) and (reference := _string(ref.get("reference"))) is not None:
+            summary.subject = reference[:MAX_SUBJECT]
             break
     summary.date = _clinical_date(resource, _DATES_BY_TYPE.get(rtype, _DATE_FIELDS))
     words = [rtype]
@@ -101,18 +114,18 @@ def summarize(body: bytes) -> FhirSummary:
     for value in coded:
         for system, code, display in _codings(value):
             if code:
-                summary.codes.append((system[:200], code[:100]))
+                summary.codes.append((system[:MAX_SYSTEM], code[:MAX_CODE]))
             if display:
                 words.append(display)
     for ident in resource.get("identifier") if isinstance(resource.get("identifier"), list) else ():
-        if isinstance(ident, dict) and isinstance(ident.get("value"), str) and ident["value"]:
-            summary.identifiers.append((str(ident.get("system") or "")[:200], ident["value"][:100]))
+        if isinstance(ident, dict) and (value := _string(ident.get("value"))):
+            summary.identifiers.append(((_string(ident.get("system")) or "")[:MAX_SYSTEM], value[:MAX_IDENTIFIER]))
     narrative = resource.get("text")
-    if isinstance(narrative, dict) and isinstance(narrative.get("div"), str):
-        words.append(html.unescape(_TAGS.sub(" ", narrative["div"])))
-    summary.codes = list(dict.fromkeys(summary.codes))[:1000]
-    summary.identifiers = list(dict.fromkeys(summary.identifiers))[:100]
-    summary.text = " ".join(" ".join(words).split())[:_MAX_TEXT]
+    if isinstance(narrative, dict) and (div := _string(narrative.get("div"))) is not None:
+        words.append(html.unescape(_TAGS.sub(" ", div)).replace("\x00", " "))  # "&#0;" is not NUL, but be sure
+    summary.codes = list(dict.fromkeys(summary.codes))[:MAX_CODES]
+    summary.identifiers = list(dict.fromkeys(summary.identifiers))[:MAX_IDENTIFIERS]
+    summary.text = " ".join(" ".join(words).split())[:MAX_TEXT]
     return summary
 
 
@@ -122,10 +135,11 @@ def _clinical_date(resource: dict, fields: tuple[str, ...]) -> str | None:
         value = resource.get(key)
         if isinstance(value, dict):
             value = value.get("start")
-        if isinstance(value, str):
-            try:
-                dates.date_range(value)
+        value = _string(value)
+        if value is not None and len(value) <= MAX_DATE:
+            try:  # the metadata schema's form, and a real calendar date
+                dates.date_range(timeutil.check_clinical_date(value))
             except ValueError:
                 continue
-            return value[:40]
+            return value
     return None

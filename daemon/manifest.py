@@ -11,6 +11,9 @@ one block still fit. ``meta`` = nonce ‖ XChaCha20-Poly1305(dag-cbor
 manifest cannot be re-pointed at other chunks or other metadata. Signatures
 cover canonical JSON (``canonical_json``), not dag-cbor: it is only hashed,
 never stored, and costs a tenth of a dag-cbor encode on the small-record path.
+
+Every manifest and link block read is decoded strictly (daemon.strict) and
+every metadata body checked against its schema (daemon.metadata) before use.
 """
 from __future__ import annotations
 
@@ -20,12 +23,21 @@ from dataclasses import dataclass
 
 import dag_cbor
 
-from . import crypto
-from .blocks import Block, FormatError, decode_node
-from .cid import Cid
-from .identity import InvalidDid, Principal, verify
+from . import crypto, strict
+from .blocks import Block, FormatError
+from .cid import DAG_CBOR, RAW, Cid
+from .identity import Principal, verify
+from .metadata import MetadataError, check_body
+from .strict import FieldError
 
 MAX_LINKS = 4096  # ~170 KB link block; 4096 x 256 KiB = 1 GiB per level
+MAX_DEPTH = 4  # 4096**4 chunks: far beyond any record, and a bound on how deep a reader walks
+MAX_META = 1536 * 1024  # the largest body the schema allows, sealed, with room to spare
+SIGNATURE_BYTES = 64
+_MIN_META = crypto.NONCE_BYTES + crypto.TAG_BYTES + 1
+_MANIFEST_FIELDS = frozenset({"v", "sid", "cs", "depth", "links", "meta"})
+_LINK_BLOCK_FIELDS = frozenset({"links"})
+_SEALED_FIELDS = frozenset({"body", "sig"})
 _SIG_DOMAIN = b"medvault/v1/manifest-sig\x00"
 
 
@@ -85,47 +97,47 @@ def build_manifest(dek: bytes, stream_id: bytes, chunk_size: int, depth: int, li
 
 
 def decode_manifest(cid: Cid, data: bytes) -> Manifest:
-    node = decode_node(cid, data)
-    try:
-        if node["v"] != crypto.FORMAT_VERSION:
-            raise FormatError("unsupported manifest version")
-        sid, cs, depth, sealed = node["sid"], node["cs"], node["depth"], node["meta"]
-        links = tuple(Cid.from_link(link) for link in node["links"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FormatError("malformed manifest") from exc
-    if not (isinstance(sid, bytes) and len(sid) == crypto.STREAM_ID_BYTES and isinstance(sealed, bytes)
-            and isinstance(cs, int) and 0 < cs <= crypto.MAX_CHUNK_SIZE
-            and isinstance(depth, int) and 0 <= depth <= 4 and links):
-        raise FormatError("malformed manifest")
+    """Decodes a manifest block under the strict schema (FORMAT.md, "Decoder rules")."""
+    if cid.codec != DAG_CBOR:
+        raise FormatError("a manifest must be a dag-cbor block")
+    node = strict.exact_map(strict.decode_canonical(data, "manifest"), "manifest", _MANIFEST_FIELDS)
+    strict.integer(node["v"], "manifest.v", crypto.FORMAT_VERSION, crypto.FORMAT_VERSION)
+    sid = strict.byte_string(node["sid"], "manifest.sid", crypto.STREAM_ID_BYTES)
+    cs = strict.integer(node["cs"], "manifest.cs", 1, crypto.MAX_CHUNK_SIZE)
+    depth = strict.integer(node["depth"], "manifest.depth", 0, MAX_DEPTH)
+    links = strict.links(node["links"], "manifest.links", RAW if depth == 0 else DAG_CBOR, MAX_LINKS)
+    sealed = strict.byte_string(node["meta"], "manifest.meta", _MIN_META, MAX_META)
     return Manifest(cid, sid, cs, depth, links, sealed)
 
 
-def decode_link_block(cid: Cid, data: bytes) -> tuple[Cid, ...]:
-    node = decode_node(cid, data)
-    try:
-        links = tuple(Cid.from_link(link) for link in node["links"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FormatError("malformed link block") from exc
-    if not links:
-        raise FormatError("empty link block")
-    return links
+def decode_link_block(cid: Cid, data: bytes, codec: int | None = None) -> tuple[Cid, ...]:
+    """The links of a link block; ``codec`` is what they must point at (raw one
+    level above the chunks, dag-cbor higher up). All links of a block share one codec."""
+    if cid.codec != DAG_CBOR:
+        raise FormatError("a link block must be a dag-cbor block")
+    node = strict.exact_map(strict.decode_canonical(data, "link block"), "link block", _LINK_BLOCK_FIELDS)
+    raw = node["links"]
+    if codec is None:  # a caller that does not know the level: all links share the first one's codec
+        codec = strict.any_link(raw[0], "link block.links[0]").codec if type(raw) is list and raw else RAW
+    return strict.links(raw, "link block.links", codec, MAX_LINKS)
+
+
+def _sealed_fields(plaintext: bytes) -> tuple[dict, bytes]:
+    node = strict.exact_map(strict.decode_canonical(plaintext, "meta"), "meta", _SEALED_FIELDS)
+    if type(node["body"]) is not dict:
+        raise FieldError("meta.body", "must be a map")
+    return node["body"], strict.byte_string(node["sig"], "meta.sig", SIGNATURE_BYTES)
 
 
 def open_metadata(manifest: Manifest, dek: bytes) -> dict:
-    """Decrypts the metadata and checks the author's signature; returns the body."""
+    """Decrypts the metadata, checks the author's signature, then the body's
+    schema (daemon.metadata); returns the body."""
+    body, signature = _sealed_fields(crypto.open_metadata(dek, manifest.stream_id, manifest.sealed_meta))
     try:
-        sealed = dag_cbor.decode(crypto.open_metadata(dek, manifest.stream_id, manifest.sealed_meta))
-        body, signature = sealed["body"], sealed["sig"]
-        author = body["author"]
-    except crypto.DecryptError:
-        raise
-    except Exception as exc:
-        raise FormatError("malformed manifest metadata") from exc
-    message = _signing_input(manifest.stream_id, manifest.chunk_size, manifest.depth, list(manifest.links), body)
-    try:
-        ok = verify(author, message, signature)
-    except InvalidDid:
-        ok = False
-    if not ok:
+        message = _signing_input(manifest.stream_id, manifest.chunk_size, manifest.depth, list(manifest.links),
+                                 body)
+    except (TypeError, ValueError, RecursionError):  # values canonical JSON cannot hold (bytes, links)
+        raise MetadataError("body", "holds a value that is not text, integer, null, list or map") from None
+    if not verify(body.get("author"), message, signature):  # a malformed author simply fails here
         raise SignatureError("manifest signature does not verify")
-    return body
+    return check_body(body, manifest.chunk_size, manifest.depth, len(manifest.links), MAX_LINKS)

@@ -14,7 +14,7 @@ from concurrent.futures import Executor
 
 from . import crypto
 from .blockstore.base import BlockStore
-from .cid import Cid
+from .cid import DAG_CBOR, RAW, Cid
 from .errors import IntegrityError
 from .manifest import Manifest, decode_link_block
 
@@ -27,11 +27,13 @@ async def walk(manifest: Manifest, store, pool: Executor | None = None) -> tuple
     loop = asyncio.get_running_loop()
     link_blocks: list[Cid] = []
     level = list(manifest.links)
-    for _ in range(manifest.depth):
+    for remaining in range(manifest.depth - 1, -1, -1):
+        codec = RAW if remaining == 0 else DAG_CBOR  # the level below holds chunks only at the bottom
         link_blocks.extend(level)
         children: list[Cid] = []
         for link in level:
-            children.extend(await loop.run_in_executor(pool, decode_link_block, link, await store.get(link)))
+            data = await store.get(link)
+            children.extend(await loop.run_in_executor(pool, decode_link_block, link, data, codec))
         level = children
     return link_blocks, level
 

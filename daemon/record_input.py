@@ -2,16 +2,12 @@
 and media type), so bad input is refused before a single byte is stored."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from . import timeutil
 from .errors import BadRequest, UnsupportedMediaType
 from .identity import InvalidDid, check_did
-
-_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
-_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-MAX_TAGS = 32
+from .metadata import MAX_TAGS, MAX_TITLE, RECORD_TYPE, media_type_base  # the format's limits, enforced on read
 
 
 @dataclass
@@ -28,10 +24,10 @@ class RecordInput:
                 check_did(self.patient)
             except InvalidDid:
                 raise BadRequest("patient must be an Ed25519 did:key", "bad_patient") from None
-        if self.type is not None and not _TYPE.match(self.type):
+        if self.type is not None and not RECORD_TYPE.fullmatch(self.type):
             raise BadRequest("type must be a short identifier such as 'Observation'", "bad_type")
-        if self.title is not None and not (0 < len(self.title) <= 500):
-            raise BadRequest("title must be 1 to 500 characters", "bad_title")
+        if self.title is not None and not (0 < len(self.title) <= MAX_TITLE and "\x00" not in self.title):
+            raise BadRequest(f"title must be 1 to {MAX_TITLE} characters without NUL", "bad_title")
         if len(self.tags) > MAX_TAGS or any(not (0 < len(t) <= 64) or not t.isprintable() for t in self.tags):
             raise BadRequest(f"at most {MAX_TAGS} tags of 1 to 64 printable characters", "bad_tag")
         self.tags = list(dict.fromkeys(self.tags))
@@ -47,7 +43,7 @@ def check_media_type(content_type: str | None) -> tuple[str, str]:
     """Returns (the full media type as given, its lower-case base type) or 415."""
     if not content_type:
         raise UnsupportedMediaType("a Content-Type header naming the record's media type is required")
-    base = content_type.split(";", 1)[0].strip().lower()
-    if len(content_type) > 255 or not _MEDIA_TYPE.match(base):
+    base = media_type_base(content_type.strip())
+    if len(content_type) > 255 or base is None:
         raise UnsupportedMediaType("the Content-Type is not a valid media type")
     return content_type.strip(), base

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
-_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$")
+_DATE = re.compile(r"[0-9]{4}(-[0-9]{2}(-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?)?)?")
 
 
 def _system_clock() -> datetime:
@@ -77,6 +77,6 @@ def parse_time(text: str) -> str:
 def check_clinical_date(text: str) -> str:
     """FHIR-style dates (``2024``, ``2024-05``, ``2024-05-01``, or a dateTime) kept as
     written so that partial dates still sort and compare as strings."""
-    if not isinstance(text, str) or not _DATE.match(text):
+    if not isinstance(text, str) or not _DATE.fullmatch(text):
         raise ValueError("not a date")
     return text

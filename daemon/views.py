@@ -3,14 +3,13 @@ Vault and its sharing and recovery parts."""
 from __future__ import annotations
 
 import base64
-import re
 import secrets
 
 from . import timeutil
 from .errors import BadRequest
 from .identity import InvalidDid, check_did
+from .metadata import RECORD_ID
 
-_RECORD_ID = re.compile(r"^[a-z2-7]{26}$")
 MAX_PAGE = 1000  # the most items one list response carries (API.md: limit ≤ 1000)
 
 
@@ -19,7 +18,7 @@ def new_record_id() -> str:
 
 
 def check_record_id(record_id: str) -> str:
-    if not _RECORD_ID.match(record_id or ""):
+    if not isinstance(record_id, str) or not RECORD_ID.fullmatch(record_id):
         raise BadRequest("a record id is 26 base32 characters", "bad_id")
     return record_id
 

@@ -236,6 +236,7 @@ def cursor_position(text: str) -> dict:
     doc = json.loads(text)
     if not isinstance(doc, dict) or set(doc) - {"s", "d"} or type(doc.get("s")) is not int:
         raise ValueError("bad cursor")
-    if not 0 <= doc["s"] < 2 ** 63 or not (doc.get("d") is None or type(doc["d"]) is int):
+    day = doc.get("d")  # SQLite binds only 64-bit integers: a bigger one was an OverflowError (500)
+    if not 0 <= doc["s"] < 2 ** 63 or not (day is None or (type(day) is int and -2 ** 63 <= day < 2 ** 63)):
         raise ValueError("bad cursor")
     return doc

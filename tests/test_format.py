@@ -11,12 +11,14 @@ import pytest
 from multiformats import CID
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt
 
-from daemon import crypto
+from daemon import car, crypto
 from daemon.blocks import Block, FormatError
 from daemon.cid import DAG_CBOR, RAW, Cid
 from daemon.envelope import NotForUs, build_envelope, open_envelope
 from daemon.identity import Principal
-from daemon.manifest import SignatureError, build_link_tree, build_manifest, decode_manifest, open_metadata
+from daemon.manifest import (SignatureError, build_link_tree, build_manifest, decode_link_block, decode_manifest,
+                             open_metadata)
+from daemon.metadata import MetadataError
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 with open(os.path.join(ROOT, "docs", "vectors", "format-v1.json")) as _f:
@@ -194,3 +196,78 @@ def test_envelope_refuses_other_recipient_and_tampering():
     moved = Block.dag_cbor(node)
     with pytest.raises(SignatureError):
         open_envelope(moved.cid, moved.data, READER)
+
+
+# ---- negative vectors: what every decoder must refuse ---------------------
+
+with open(os.path.join(ROOT, "docs", "vectors", "format-v1-negative.json")) as _f:
+    NEGATIVE = json.load(_f)
+_ERRORS = {"FormatError": FormatError, "MetadataError": MetadataError, "SignatureError": SignatureError}
+
+
+def test_negative_vectors_reproduce_exactly():
+    assert format_vectors.negative() == NEGATIVE
+
+
+async def _read_car(data: bytes) -> None:
+    async def source():
+        yield data
+
+    _, blocks = await car.read(source())
+    async for _ in blocks:
+        pass
+
+
+async def _decode(vector: dict) -> None:
+    """Runs the decoder (and opener) a vector names, as a node reading it from outside would."""
+    keys = NEGATIVE["inputs"]
+    data = bytes.fromhex(vector["hex"])
+    if vector["object"] == "car":
+        return await _read_car(data)
+    cid = Cid.parse(vector["cid"])
+    assert cid.matches(data)  # the refusal is about the content, never a CID mismatch
+    if vector["object"] == "manifest":
+        open_metadata(decode_manifest(cid, data), bytes.fromhex(keys["dek"]))
+    elif vector["object"] == "link_block":
+        decode_link_block(cid, data)
+    elif vector["object"] == "envelope":
+        open_envelope(cid, data, Principal.from_seed("r", bytes.fromhex(keys["recipient_seed"])))
+
+
+@pytest.mark.parametrize("vector", NEGATIVE["vectors"], ids=[v["name"] for v in NEGATIVE["vectors"]])
+async def test_negative_vector_is_refused(vector):
+    with pytest.raises(_ERRORS[vector["error"]]) as refused:
+        await _decode(vector)
+    if vector["path"] is not None:
+        assert refused.value.path == vector["path"]
+
+
+def test_negative_vectors_cover_every_decoder_and_rule():
+    objects = {v["object"] for v in NEGATIVE["vectors"]}
+    assert objects == {"manifest", "link_block", "envelope", "car"}
+    names = {v["name"] for v in NEGATIVE["vectors"]}
+    for rule in ("unknown-key", "non-minimal", "unsorted", "too-many-links", "raw-link", "truncated",
+                 "cid-mismatch", "oversize", "metadata-"):
+        assert any(rule in name for name in names), rule
+
+
+def test_metadata_errors_name_the_field_but_never_the_value():
+    body = {**format_vectors.BODY, "author": AUTHOR.did, "title": "Jane Doe's HIV test\x00"}
+    dek, sid = bytes(32), bytes(16)
+    cids = [Cid.for_data(RAW, b"c") for _ in range(3)]
+    block = build_manifest(dek, sid, 1024, 0, cids, body, AUTHOR)
+    with pytest.raises(MetadataError) as refused:
+        open_metadata(decode_manifest(block.cid, block.data), dek)
+    assert refused.value.path == "body.title"
+    assert "Jane" not in str(refused.value) and "HIV" not in str(refused.value)
+
+
+def test_a_signed_body_of_the_vault_shape_opens():
+    """What the vault writes (format_vectors.BODY has its keys) passes the schema on the way back."""
+    dek, sid = bytes(32), bytes(16)
+    body = {**format_vectors.BODY, "author": AUTHOR.did, "version": 2, "prev": VECTORS["manifest"]["cid"],
+            "patient": READER.did, "codes": [["http://loinc.org", "1-8"]], "subject": "Patient/1",
+            "text": "Observation", "size": 2500}
+    cids = [Cid.for_data(RAW, bytes([i])) for i in range(3)]
+    block = build_manifest(dek, sid, 1024, 0, cids, body, AUTHOR)
+    assert open_metadata(decode_manifest(block.cid, block.data), dek) == body

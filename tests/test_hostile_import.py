@@ -325,7 +325,10 @@ async def test_car_version_that_does_not_continue_the_current_one(local, how):
         forged = takeover(local, local.offline, current + 1, prev="none")
     else:
         forged = takeover(local, local.offline, current + 2)
-    await expect_error(await send_car(local, car_for(forged)), 409, "not_a_continuation")
+    # A later version without prev is malformed metadata (FORMAT.md: prev is null iff version is 1),
+    # refused by the schema before authority is weighed.
+    status, code = (422, "bad_metadata") if how == "prev-null" else (409, "not_a_continuation")
+    await expect_error(await send_car(local, car_for(forged)), status, code)
     await assert_untouched(local, before, forged.cids)
 
 
@@ -442,6 +445,7 @@ def bad_metadata_record(author: Principal, recipient: str, case: str) -> forge.F
     if later and prev is None:  # a later version of a record new here: prev names its predecessor
         prev = str(forge.forge(author, record_id, 1).manifest.cid)
     body = forge.body_for(record_id, version, author.did, size=size, prev=None if prev is DROP else prev, **fields)
+    body.update(fields)  # the bad values exactly as given (body_for makes a list of a tags string)
     if prev is DROP:
         del body["prev"]
     forged = forge.forge(author, record_id, version, data=data, body=body)
@@ -457,6 +461,17 @@ async def test_car_bad_signed_metadata_is_422(local, case):
     forged = bad_metadata_record(local.offline, local.attacker.did, case)
     message = await expect_error(await send_car(local, car_for(forged)), 422, "bad_metadata")
     assert BAD_METADATA[case][0] in message, f"the message does not name the field: {message!r}"
+    await assert_untouched(local, before, forged.cids)
+
+
+async def test_car_empty_record_is_refused(local):
+    """Attack: a validly signed record of size 0 with one empty chunk (the API
+    never writes one). It was imported, and reading its content was a 500."""
+    before = await snapshot(local)
+    forged = forge.forge(local.offline, new_record_id(), 1, data=b"")
+    forge.seal_to(forged, local.attacker.did, local.offline)
+    message = await expect_error(await send_car(local, car_for(forged)), 422, "bad_metadata")
+    assert "size" in message
     await assert_untouched(local, before, forged.cids)
 
 
