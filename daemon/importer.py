@@ -31,6 +31,7 @@ from .envelope import Grant, NotForUs, envelope_manifest, open_envelope
 from .errors import (BadRequest, BlockNotFound, Forbidden, IntegrityError, InvalidRecord, NotFound,
                      VaultError)
 from .manifest import Manifest, SignatureError, decode_manifest, open_metadata
+from .metadata import MetadataError
 from .reader import plaintext, walk
 from .sharing import parse_share
 from .spool import CarSpool, FetchTracker
@@ -55,9 +56,12 @@ class Verified:
 
 
 def _bad_metadata(exc: FormatError) -> InvalidRecord:
+    """422 naming the field: ``bad_metadata`` for the signed body, ``bad_manifest`` for the manifest itself."""
     path = getattr(exc, "path", None)
-    if path:
+    if isinstance(exc, MetadataError):
         return InvalidRecord(f"the record's signed metadata is invalid at {path}", "bad_metadata")
+    if path:
+        return InvalidRecord(f"the record's manifest is invalid at {path}", "bad_manifest")
     return InvalidRecord("the record's manifest fails to decode, open or verify", "bad_manifest")
 
 

@@ -160,7 +160,7 @@ async def test_cut_off_upload_leaves_no_record_and_no_blocks(api, caplog):
     services = api.vault.services
     await until(lambda: _block_files(api), what="the upload to store some of its chunks")
     writer.close()
-    await until(lambda: not services.inflight and not _block_files(api),
+    await until(lambda: not services.inflight and not _block_files(api), timeout=30,
                 what="the cut-off upload to remove the blocks it stored")
     assert await _count_records(api) == 0
     aborts = [r for r in caplog.records if r.getMessage() == "request aborted by the client"]

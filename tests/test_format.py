@@ -142,7 +142,7 @@ def test_chunk_from_another_stream_fails():
 
 def _manifest(links, dek=None, sid=None, author=AUTHOR):
     dek, sid = dek or crypto.new_data_key(), sid or crypto.new_stream_id()
-    body = {"record": "x" * 26, "version": 1, "author": author.did, "size": 1}
+    body = {**format_vectors.BODY, "record": "x" * 26, "author": author.did, "size": 64 * len(links)}
     return dek, build_manifest(dek, sid, 64, 0, links, body, author)
 
 
