@@ -22,7 +22,8 @@ async def add_principal(request: web.Request) -> web.Response:
 @routes.get("/v1/principals")
 @scope("admin")
 async def list_principals(request: web.Request) -> web.Response:
-    return web.json_response({"items": await request.app[VAULT].admin.list_principals()})
+    items = await request.app[VAULT].admin.list_principals()
+    return web.json_response({"items": items, "next": None})  # one page: lists share one shape
 
 
 @routes.post("/v1/tokens")

@@ -130,4 +130,4 @@ async def erase_record(request: web.Request) -> web.Response:
 @scope("read")
 async def list_versions(request: web.Request) -> web.Response:
     items = await request.app[VAULT].records.versions(caller_of(request), request.match_info["id"])
-    return web.json_response({"items": items})
+    return web.json_response({"items": items, "next": None})  # one page: lists share one shape

@@ -30,7 +30,7 @@ async def grant(request: web.Request) -> web.Response:
 @scope("share")
 async def list_grants(request: web.Request) -> web.Response:
     items = await request.app[VAULT].sharing.grants(caller_of(request), request.match_info["id"])
-    return web.json_response({"items": items})
+    return web.json_response({"items": items, "next": None})  # one page: lists share one shape
 
 
 @routes.delete("/v1/records/{id}/grants/{did}")
