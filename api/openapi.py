@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from daemon import search_params
 from daemon.auth import SCOPES
 from daemon.pin_admin import PIN_STATUSES
+from daemon.views import MAX_PAGE
 
 from . import inputs
 from .params import body_schema, query_parameters
@@ -76,6 +78,24 @@ def _path(name: str, schema: dict) -> dict:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
+def _search_parameters() -> list[dict]:
+    """GET /v1/records's parameters as daemon/search_params.py parses them (its
+    docstring has the grammar: comma = OR inside one, repeated = AND)."""
+    special = {"limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+               "_count": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+               "_sort": {"type": "string", "enum": ["date", "-date"]},
+               "q": {"type": "string", "maxLength": search_params._MAX_VALUE}}
+    text = {"type": "string", "minLength": 1, "maxLength": search_params._MAX_VALUE}
+    out = []
+    for name in sorted(search_params.KNOWN):
+        if name in search_params._REPEAT:
+            out.append({"name": name, "in": "query", "required": False, "style": "form", "explode": True,
+                        "schema": {"type": "array", "items": text}})
+        else:
+            out.append({"name": name, "in": "query", "required": False, "schema": special.get(name, text)})
+    return out
+
+
 _ID = _path("id", {"type": "string", "pattern": "^[a-z2-7]{26}$", "minLength": 26, "maxLength": 26})
 _CID = _path("cid", {"type": "string", "maxLength": 200})
 _DID = _path("did", {"type": "string", "maxLength": 100})
@@ -136,7 +156,7 @@ def document() -> dict:
                         (*_BODY, 422, *_BACKEND), query=inputs.RecordUploadQuery, body=_RECORD_BODY),
             "get": _op("searchRecords", "Search records the caller can read", "read",
                        {"200": j(_page("Record", S), "a page; next is the cursor for the following one")},
-                       (400,), query=inputs.SearchQuery),
+                       (400,), params=_search_parameters()),
         },
         "/v1/records/{id}": {
             "parameters": [_ID],
