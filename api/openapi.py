@@ -174,7 +174,7 @@ def document() -> dict:
                 "200": {"description": "the content", "content": {"*/*": {}}},
                 "206": {"description": "the requested range", "content": {"*/*": {}}}},
                 (400, 404, 416, *_BACKEND),
-                params=[{"name": "Range", "in": "header", "required": False, "schema": S,
+                params=[{"name": "Range", "in": "header", "required": False, "schema": {**S, "maxLength": 200},
                          "description": "one bytes= range"}]),
         },
         "/v1/records/{id}/versions": {"parameters": [_ID], "get": _op(

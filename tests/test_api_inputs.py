@@ -233,3 +233,12 @@ async def test_json_routes_refuse_other_media_types(api):
     resp = await api.client.post("/v1/principals", data=b"name=x",
                                  headers={**api.auth(), "Content-Type": "application/x-www-form-urlencoded"})
     await _error(resp, 415, "unsupported_media_type")
+
+
+async def test_the_longest_valid_query_fits_the_request_line(api):
+    """32 tags of 64 four-byte characters percent-encode to ~24 KiB: past aiohttp's 8 KiB default."""
+    tags = [chr(0x1F600 + n) * 64 for n in range(32)]
+    resp = await api.client.post("/v1/records", params=[("tag", t) for t in tags] + [("title", "\U0001F600" * 500)],
+                                 data=b"x", headers={**api.auth(), "Content-Type": "text/plain"})
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["tags"] == tags
