@@ -174,8 +174,8 @@ def document() -> dict:
                 "200": {"description": "the content", "content": {"*/*": {}}},
                 "206": {"description": "the requested range", "content": {"*/*": {}}}},
                 (400, 404, 416, *_BACKEND),
-                params=[{"name": "Range", "in": "header", "required": False, "schema": {**S, "maxLength": 200},
-                         "description": "one bytes= range"}]),
+                params=[{"name": "Range", "in": "header", "required": False, "schema": S,
+                         "description": "one bytes= range; any other value is ignored (RFC 9110)"}]),
         },
         "/v1/records/{id}/versions": {"parameters": [_ID], "get": _op(
             "listVersions", "Versions of a record", "read", {"200": j(_page("Version", S), "every version")},
