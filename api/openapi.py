@@ -113,7 +113,7 @@ def _schemas() -> dict:
     record = {"id": S, "version": I, "cid": S, "patient": NS, "type": NS, "content_type": S, "title": NS,
               "tags": _array(S), "size": I, "date": NS, "created": S, "updated": S, "author": S,
               "pin": _obj({"status": {"type": "string", "enum": list(PIN_STATUSES)}, "replicas": I})}
-    grant = {"record": S, "envelope": S, "recipient": S, "expires": NS, "share": S}
+    grant = {"record": S, "envelope": S, "recipient": S, "expires": NS, "write": B, "share": S}
     return {
         "Error": _obj({"error": _obj({"code": S, "message": S})}),
         "Scope": {"type": "string", "enum": list(SCOPES)},
@@ -139,9 +139,11 @@ def _schemas() -> dict:
                            "actual": _obj({"status": S, "replicas": I,
                                            "peers": {"type": "object", "additionalProperties": S},
                                            "error": NS})}),
+        # backend and checks only for an operator's token
         "Health": _obj({"status": {"type": "string", "enum": ["ok", "degraded"]}, "backend": S,
                         "checks": {"type": "object", "additionalProperties": {
-                            "type": "object", "required": ["status"], "properties": {"status": S}}}}),
+                            "type": "object", "required": ["status"], "properties": {"status": S}}}},
+                       optional=("backend", "checks")),
     }
 
 
