@@ -45,6 +45,7 @@ class Text:
     pattern: str | None = None  # anchored with ^…$; the same text goes into the schema
     printable: bool = False
     fmt: str | None = None
+    example: str | None = None  # a valid value, so generated positive tests get past this field
 
     def parse(self, value, from_text: bool = False):
         value = clean_text(value)
@@ -62,6 +63,8 @@ class Text:
             out["pattern"] = self.pattern
         if self.fmt:
             out["format"] = self.fmt
+        if self.example:
+            out["example"] = self.example
         return out
 
 
@@ -121,6 +124,7 @@ class Did(Text):
 
     max_len: int = 100
     pattern: str = r"^did:key:z6Mk[1-9A-HJ-NP-Za-km-z]{40,50}$"
+    example: str = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
 
     def parse(self, value, from_text: bool = False) -> str:
         try:

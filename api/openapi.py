@@ -185,7 +185,8 @@ def document() -> dict:
         "/v1/records/{id}/grants": {
             "parameters": [_ID],
             "post": _op("grant", "Grant a principal read access (sealed envelope + share token)", "share",
-                        {"201": j(_ref("Grant"), "granted")}, (*_BODY, 404, *_BACKEND), body=inputs.GrantBody),
+                        {"201": j(_ref("Grant"), "granted")}, (*_BODY, 404, 409, *_BACKEND),
+                        body=inputs.GrantBody),
             "get": _op("listGrants", "Current grants of the record", "share",
                        {"200": j(_page("GrantEntry", S), "live envelopes")}, (400, 404)),
         },
@@ -197,7 +198,7 @@ def document() -> dict:
         },
         "/v1/grants": {"post": _op("grantMany", "Grant one principal access to many records at once", "share",
                                    {"201": j(_obj({"items": _array(_ref("Grant"))}), "granted, in order")},
-                                   (*_BODY, 404, *_BACKEND), body=inputs.BatchGrantBody)},
+                                   (*_BODY, 404, 409, *_BACKEND), body=inputs.BatchGrantBody)},
         "/v1/records/{id}/emergency": {"parameters": [_ID], "post": _op(
             "emergency", "Break-glass access with a reason: audited, shown to the patient, expires", "emergency",
             {"201": j(_ref("Emergency"), "access granted until expires")}, (*_BODY, 404, 409, *_BACKEND),
@@ -208,7 +209,7 @@ def document() -> dict:
         "/v1/imports/car": {"post": _op(
             "importCar", "Import the records in a CAR archive addressed to the caller", "write",
             {"201": j(_obj({"items": _array(rec), "skipped": I}), "imported records; others counted as skipped")},
-            (400, 413, 415, *_BACKEND),
+            (400, 409, 413, 415, *_BACKEND),
             body={"required": True, "content": {_CAR: {"schema": _BINARY}}})},
         "/v1/exports": {"get": _op("exportCar", "A patient's records as a CAR archive", "read", {
             "200": {"description": "CAR v1", "content": {_CAR: {"schema": _BINARY}}}}, (400, *_BACKEND),

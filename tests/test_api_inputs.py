@@ -242,3 +242,12 @@ async def test_the_longest_valid_query_fits_the_request_line(api):
                                  data=b"x", headers={**api.auth(), "Content-Type": "text/plain"})
     assert resp.status == 201, await resp.text()
     assert (await resp.json())["tags"] == tags
+
+
+@pytest.mark.parametrize("write", ["yes", 1, "true", [True]])
+async def test_grant_write_must_be_a_boolean(api, write):
+    record = await api.put(b"x", "text/plain")
+    did, _ = await api.principal("reader")
+    resp = await api.client.post(f"/v1/records/{record['id']}/grants", json={"recipient": did, "write": write},
+                                 headers=api.auth())
+    await _error(resp, 400, "bad_write")
