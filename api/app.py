@@ -54,13 +54,16 @@ async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
 MAX_REQUEST_LINE = 64 * 1024
 
 
+ROUTE_MODULES = (routes_system, routes_records, routes_sharing, routes_admin, routes_audit, routes_pins,
+                 routes_maintenance)
+
+
 def make_app(vault) -> web.Application:
     app = web.Application(middlewares=[_observe_middleware(vault), error_middleware,
                                        slow_client_middleware(vault.config.body_timeout), auth_middleware(vault)],
                           handler_args={"max_line_size": MAX_REQUEST_LINE})
     app.on_response_prepare.append(_nosniff)
     app[VAULT] = vault
-    for module in (routes_system, routes_records, routes_sharing, routes_admin, routes_audit, routes_pins,
-                   routes_maintenance):
+    for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     return app

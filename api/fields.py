@@ -91,6 +91,26 @@ class Integer:
 
 
 @dataclass(frozen=True)
+class Number:
+    """A finite decimal number in [low, high] (not nan, not inf)."""
+
+    low: float
+    high: float
+
+    def parse(self, value, from_text: bool = False) -> float:
+        try:
+            number = float(value) if from_text else value
+        except (TypeError, ValueError):
+            number = None
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not self.low <= number <= self.high:
+            raise Invalid(f"must be a number from {self.low:g} to {self.high:g}")
+        return float(number)
+
+    def schema(self) -> dict:
+        return {"type": "number", "minimum": self.low, "maximum": self.high}
+
+
+@dataclass(frozen=True)
 class Boolean:
     """JSON true or false (not 0/1 or "true")."""
 

@@ -14,7 +14,7 @@ from daemon.pin_admin import PIN_STATUSES
 from daemon.record_input import MAX_TAGS, RecordInput
 from daemon.sharing import MAX_BATCH, parse_share
 
-from .fields import CLINICAL_DATE, LIMIT, RECORD_ID, Boolean, Choice, Did, Integer, Invalid, ListOf, Text, Time
+from .fields import CLINICAL_DATE, LIMIT, RECORD_ID, Boolean, Choice, Did, Integer, Invalid, ListOf, Number, Text, Time
 from .params import arg
 
 TAG = Text(1, 64, printable=True)
@@ -90,6 +90,14 @@ class RevokeQuery:
     """DELETE /v1/records/{id}/grants/{did}."""
 
     rotate: str = arg(Choice(("true", "false")), "re-encrypt as a new version (default true)", default="true")
+
+
+@dataclass(frozen=True)
+class GcQuery:
+    """POST /v1/admin/gc."""
+
+    grace: float | None = arg(Number(0, 10 * 365 * 86400), "seconds a new block is spared (default: config)")
+    force: str = arg(Choice(("true", "false")), "collect even when the index pins nothing", default="false")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,9 @@ _REASONS = {400: "bad input", 401: "no or bad token", 403: "scope or access deni
             504: "not_found_on_network: no peer answered for a block within the fetch timeout",
             507: "out of space"}
 _AUTH = (401, 403)
+# Any authenticated request reads the index under a time limit (503 query_timeout) and may
+# append to the audit chain, which a full disk refuses (507).
+_INDEX = (503, 507)
 _BODY = (400, 413, 415)
 _BACKEND = (502, 503, 504, 507)  # API.md's backend statuses: anything that reads or writes blocks
 
@@ -61,7 +64,7 @@ def _page(item: str, next_schema: dict) -> dict:
 def _op(op_id: str, summary: str, scope: str | None, responses: dict, errors: tuple = (), *,
         query=None, body=None, params: list | None = None) -> dict:
     """One operation; ``errors`` are the statuses it may answer besides success."""
-    statuses = set(errors) | (set(_AUTH) if scope else set())
+    statuses = set(errors) | (set(_AUTH) | set(_INDEX) if scope else set())
     op = {"operationId": op_id, "summary": summary,
           "responses": {**responses, **{str(s): {"$ref": f"#/components/responses/E{s}"} for s in sorted(statuses)}},
           "security": [{"bearer": []}] if scope else []}
@@ -245,11 +248,7 @@ def document() -> dict:
         "/v1/admin/gc": {"post": _op(
             "collectGarbage", "Collect unreferenced blocks, sparing uploads in flight", "operator",
             {"200": j(_obj({"removed": I, "kept": I}), "what was removed and kept")}, (400, 409, *_BACKEND),
-            params=[{"name": "grace", "in": "query", "required": False, "description": "seconds a new block is spared",
-                     "schema": {"type": "number", "minimum": 0, "maximum": 10 * 365 * 86400}},
-                    {"name": "force", "in": "query", "required": False, "schema": {"type": "string",
-                                                                                   "enum": ["true", "false"]},
-                     "description": "collect even when the index pins nothing"}])},
+            query=inputs.GcQuery)},
         "/metrics": {"get": _op("metrics", "Prometheus metrics", "operator", {
             "200": {"description": "text exposition", "content": {"text/plain": {"schema": S}}}})},
         "/openapi.json": {"get": _op("openapi", "This document", None,

@@ -5,7 +5,6 @@ import re
 
 from aiohttp import web
 
-
 from .auth import caller_of, scope
 from .errors import error_response
 from .inputs import RecordFields, RecordUploadQuery

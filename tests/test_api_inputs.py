@@ -251,3 +251,15 @@ async def test_grant_write_must_be_a_boolean(api, write):
     resp = await api.client.post(f"/v1/records/{record['id']}/grants", json={"recipient": did, "write": write},
                                  headers=api.auth())
     await _error(resp, 400, "bad_write")
+
+
+@pytest.mark.parametrize("query,code", [("grace=nan", "bad_grace"), ("grace=inf", "bad_grace"),
+                                        ("grace=-1", "bad_grace"), ("grace=1e400", "bad_grace"),
+                                        ("force=yes", "bad_force"), ("force=true&force=false", "bad_force")])
+async def test_gc_parameters_are_checked(api, query, code):
+    await _error(await api.client.post(f"/v1/admin/gc?{query}", headers=api.auth()), 400, code)
+
+
+async def test_gc_with_checked_parameters_runs(api):
+    resp = await api.client.post("/v1/admin/gc?grace=0.5&force=true", headers=api.auth())
+    assert resp.status == 200 and set(await resp.json()) == {"removed", "kept"}
