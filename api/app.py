@@ -48,12 +48,22 @@ async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
 
 
+# The longest query string the input classes allow (32 tags of 64 characters, a 500-character
+# title or q, all percent-encoded UTF-8) is about 36 KiB; aiohttp's default 8 KiB request line
+# would refuse a valid request with a plain-text 400 before our JSON errors could answer.
+MAX_REQUEST_LINE = 64 * 1024
+
+
+ROUTE_MODULES = (routes_system, routes_records, routes_sharing, routes_admin, routes_audit, routes_pins,
+                 routes_maintenance)
+
+
 def make_app(vault) -> web.Application:
     app = web.Application(middlewares=[_observe_middleware(vault), error_middleware,
-                                       slow_client_middleware(vault.config.body_timeout), auth_middleware(vault)])
+                                       slow_client_middleware(vault.config.body_timeout), auth_middleware(vault)],
+                          handler_args={"max_line_size": MAX_REQUEST_LINE})
     app.on_response_prepare.append(_nosniff)
     app[VAULT] = vault
-    for module in (routes_system, routes_records, routes_sharing, routes_admin, routes_audit, routes_pins,
-                   routes_maintenance):
+    for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     return app

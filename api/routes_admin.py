@@ -5,7 +5,8 @@ from aiohttp import web
 
 from .auth import caller_of, scope
 from .keys import VAULT
-from .params import json_object
+from .inputs import PrincipalBody, TokenBody
+from .params import parse_body
 
 routes = web.RouteTableDef()
 
@@ -13,23 +14,24 @@ routes = web.RouteTableDef()
 @routes.post("/v1/principals")
 @scope("admin")
 async def add_principal(request: web.Request) -> web.Response:
-    body = await json_object(request)
-    created = await request.app[VAULT].admin.add_principal(caller_of(request), body.get("name"))
+    body = await parse_body(PrincipalBody, request)
+    created = await request.app[VAULT].admin.add_principal(caller_of(request), body.name)
     return web.json_response(created, status=201)
 
 
 @routes.get("/v1/principals")
 @scope("admin")
 async def list_principals(request: web.Request) -> web.Response:
-    return web.json_response({"items": await request.app[VAULT].admin.list_principals()})
+    items = await request.app[VAULT].admin.list_principals()
+    return web.json_response({"items": items, "next": None})  # one page: lists share one shape
 
 
 @routes.post("/v1/tokens")
 @scope("admin")
 async def create_token(request: web.Request) -> web.Response:
-    body = await json_object(request)
-    token = await request.app[VAULT].admin.create_token(caller_of(request), body.get("principal"),
-                                                    body.get("scopes"), body.get("expires"))
+    body = await parse_body(TokenBody, request)
+    token = await request.app[VAULT].admin.create_token(caller_of(request), body.principal,
+                                                    body.scopes, body.expires)
     return web.json_response(token, status=201, headers={"Cache-Control": "no-store"})
 
 

@@ -5,7 +5,8 @@ from aiohttp import web
 
 from .auth import caller_of, scope
 from .keys import VAULT
-from .params import int_param
+from .inputs import PinsQuery
+from .params import parse_query
 
 routes = web.RouteTableDef()
 
@@ -13,9 +14,9 @@ routes = web.RouteTableDef()
 @routes.get("/v1/pins")
 @scope("operator")
 async def list_pins(request: web.Request) -> web.Response:
-    q = request.query
-    return web.json_response(await request.app[VAULT].pins.list_pins(q.get("status"), q.get("after"),
-                                                                int_param(request, "limit", 100)))
+    q = parse_query(PinsQuery, request)
+    return web.json_response(await request.app[VAULT].pins.list_pins(q.status, q.after,
+                                                                q.limit))
 
 
 @routes.get("/v1/pins/{cid}")

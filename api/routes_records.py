@@ -5,12 +5,11 @@ import re
 
 from aiohttp import web
 
-from daemon.errors import BadRequest
-from daemon.record_input import RecordInput
-
 from .auth import caller_of, scope
-from .keys import VAULT
 from .errors import error_response
+from .inputs import RecordFields, RecordUploadQuery
+from .keys import VAULT
+from .params import parse_query
 from .streaming import send
 
 routes = web.RouteTableDef()
@@ -19,28 +18,15 @@ _BIG = 19  # digits beyond any record size; int() of longer strings is refused b
 _BODY_PIECE = 256 * 1024
 
 
-def _record_input(request: web.Request) -> RecordInput:
-    q = request.query
-    return RecordInput(patient=q.get("patient"), type=q.get("type"), title=q.get("title"),
-                       tags=q.getall("tag", []), date=q.get("date"))
-
-
-def _wait_param(request: web.Request) -> bool:
-    wait = request.query.get("wait")
-    if wait not in (None, "pinned"):
-        raise BadRequest("wait may only be 'pinned'", "bad_wait")
-    return wait == "pinned"
-
-
 @routes.post("/v1/records")
 @scope("write")
 async def create_record(request: web.Request) -> web.Response:
-    wait = _wait_param(request)
+    query = parse_query(RecordUploadQuery, request)
     vault = request.app[VAULT]
     record = await vault.records.create(caller_of(request), request.content.iter_chunked(_BODY_PIECE),
-                                request.headers.get("Content-Type"), _record_input(request),
+                                request.headers.get("Content-Type"), query.record_input(),
                                 request.content_length)
-    if wait:
+    if query.wait == "pinned":
         record = await vault.pins.wait_pinned(caller_of(request), record)
     return web.json_response(record, status=201, headers={"Location": f"/v1/records/{record['id']}"})
 
@@ -125,9 +111,10 @@ async def get_content(request: web.Request) -> web.StreamResponse:
 @routes.put("/v1/records/{id}")
 @scope("write")
 async def update_record(request: web.Request) -> web.Response:
+    fields = parse_query(RecordFields, request).record_input()
     record = await request.app[VAULT].records.update(
         caller_of(request), request.match_info["id"], request.content.iter_chunked(_BODY_PIECE),
-        request.headers.get("Content-Type"), _record_input(request), request.content_length)
+        request.headers.get("Content-Type"), fields, request.content_length)
     return web.json_response(record)
 
 
@@ -142,4 +129,4 @@ async def erase_record(request: web.Request) -> web.Response:
 @scope("read")
 async def list_versions(request: web.Request) -> web.Response:
     items = await request.app[VAULT].records.versions(caller_of(request), request.match_info["id"])
-    return web.json_response({"items": items})
+    return web.json_response({"items": items, "next": None})  # one page: lists share one shape

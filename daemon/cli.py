@@ -18,7 +18,17 @@ from .errors import VaultError
 from .keystore import KeyStoreError
 from .node import InitError, close_vault, init_data_dir, open_vault
 
-mimetypes.add_type("application/fhir+json", ".fhir.json")
+# mimetypes looks at the last suffix only (".json"), so double suffixes are matched here first.
+_COMPOUND_TYPES = {".fhir.json": "application/fhir+json", ".fhir.xml": "application/fhir+xml"}
+
+
+def guess_media_type(path: str) -> str:
+    """The media type ``put`` sends for a file: by its (double) extension, else octet-stream."""
+    name = os.path.basename(path).lower()
+    for suffix, media_type in _COMPOUND_TYPES.items():
+        if name.endswith(suffix):
+            return media_type
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--title")
     p.add_argument("--tag", action="append", default=[])
     p.add_argument("--date")
-    p.add_argument("--content-type", help="media type (default: guessed from the file name)")
+    p.add_argument("--content-type", help="media type (default: guessed from the file name; "
+                                          "x.fhir.json is application/fhir+json)")
     p.add_argument("--wait-pinned", action="store_true")
 
     p = sub.add_parser("get", help="write a record's content to a file or stdout")
@@ -178,7 +189,7 @@ async def _client_command(args) -> int:
                 content_type = args.content_type or "application/octet-stream"
             else:
                 source, size = open(args.file, "rb"), os.path.getsize(args.file)
-                content_type = args.content_type or mimetypes.guess_type(args.file)[0] or "application/octet-stream"
+                content_type = args.content_type or guess_media_type(args.file)
             with source:
                 print_json(await client.upload("/v1/records", source, size, content_type, params))
         elif args.command == "get":

@@ -11,6 +11,7 @@ from functools import lru_cache
 from multiformats import multibase
 from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
 from nacl.exceptions import BadSignatureError
+from nacl.exceptions import RuntimeError as NaclRuntimeError
 from nacl.public import PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
@@ -32,6 +33,10 @@ def _public_key_of(did: str) -> bytes:
         raise InvalidDid("not an Ed25519 did:key") from exc
     if len(raw) != 34 or raw[:2] != _ED25519_PUB:
         raise InvalidDid("not an Ed25519 did:key")
+    try:  # 32 bytes that are no curve point would fail later, when a key is sealed to it
+        crypto_sign_ed25519_pk_to_curve25519(raw[2:])
+    except NaclRuntimeError:
+        raise InvalidDid("not an Ed25519 public key") from None
     return raw[2:]
 
 

@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
-_DATE = re.compile(r"[0-9]{4}(-[0-9]{2}(-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?)?)?")
+# ASCII digits only (``\d`` would take any Unicode digit); the API's schema uses the same text.
+DATE_PATTERN = r"^[0-9]{4}(-[0-9]{2}(-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?)?)?$"
+_DATE = re.compile(DATE_PATTERN)
 
 
 def _system_clock() -> datetime:
@@ -65,13 +67,19 @@ def now() -> str:
 
 
 def parse_time(text: str) -> str:
-    """An RFC 3339 time with offset → the canonical form; ValueError otherwise."""
+    """An RFC 3339 time with offset → the canonical form; ValueError otherwise.
+
+    A time whose UTC equivalent falls outside years 1..9999 (``9999-12-31T23:59:59-23:59``)
+    is a ValueError too: ``astimezone`` would raise OverflowError, a 500 at the API."""
     if not isinstance(text, str):
         raise ValueError("not a time")
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError("a time needs a UTC offset")
-    return format_time(moment)
+    try:
+        return format_time(moment)
+    except OverflowError:
+        raise ValueError("the time is outside years 1 to 9999 in UTC") from None
 
 
 def check_clinical_date(text: str) -> str:

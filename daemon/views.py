@@ -11,6 +11,7 @@ from .identity import InvalidDid, check_did
 from .metadata import RECORD_ID
 
 MAX_PAGE = 1000  # the most items one list response carries (API.md: limit ≤ 1000)
+MAX_SQL_INT = 2**63 - 1  # SQLite's INTEGER: a larger Python int raises OverflowError at bind time
 
 
 def new_record_id() -> str:

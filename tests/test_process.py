@@ -108,3 +108,16 @@ def test_sigterm_stops_cleanly(node):
     data_dir, _, daemon = node
     assert daemon.stop() == 0
     assert not os.path.exists(os.path.join(data_dir, "api"))
+
+
+def test_put_detects_fhir_by_its_double_extension(node, tmp_path):
+    """`.fhir.json` is FHIR (validated and indexed), not plain application/json."""
+    data_dir, _, _ = node
+    path = tmp_path / "obs.fhir.json"
+    path.write_text(json.dumps({"resourceType": "Observation", "status": "final",
+                                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}}))
+    record = run_json("put", str(path), "--data-dir", data_dir)
+    assert record["content_type"] == "application/fhir+json" and record["type"] == "Observation"
+    plain = tmp_path / "notes.json"
+    plain.write_text("{}")
+    assert run_json("put", str(plain), "--data-dir", data_dir)["content_type"] == "application/json"
