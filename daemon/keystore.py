@@ -1,9 +1,11 @@
-"""The node's private keys, each sealed under the node master key.
+"""The node's private keys, each sealed under the node's data key.
 
 One file per principal under ``<data>/keys`` (0600) so the SQLite index never
 holds a key: losing the index loses nothing, and ``reindex`` needs only this
-folder. The master key comes from a 0600 key file (unattended service) or
-from Argon2id over a passphrase in ``MEDVAULT_PASSPHRASE``.
+folder. Where the data key comes from (passphrase, key file) is
+``daemon/masterkey.py``. A key file shows nothing in clear, not even the
+principal's did (a patient's did is a patient id): its name is a keyed hash
+of the did and its did, role, name and seed are all inside the sealed part.
 """
 from __future__ import annotations
 
@@ -13,78 +15,15 @@ import os
 import threading
 from abc import ABC, abstractmethod
 
-import nacl.pwhash
-import nacl.utils
-from nacl.bindings import (
-    crypto_aead_xchacha20poly1305_ietf_decrypt as _aead_open,
-    crypto_aead_xchacha20poly1305_ietf_encrypt as _aead_seal,
-)
-from nacl.exceptions import CryptoError
+import nacl.encoding
+import nacl.hash
 
 from .fsutil import atomic_write
 from .identity import Principal
+from .masterkey import (DOMAIN as _DOMAIN, KeyStoreError, create_master_key, load_master_key,  # noqa: F401 (re-exported)
+                        seal as _seal, unseal as _open)
 
-_DOMAIN = b"medvault/v1/keystore\x00"
-_CHECK = b"medvault master key check"
-PASSPHRASE_ENV = "MEDVAULT_PASSPHRASE"
-
-
-class KeyStoreError(Exception):
-    """The master key is missing or wrong, or a key file is damaged."""
-
-
-def _seal(key: bytes, aad: bytes, plaintext: bytes) -> str:
-    nonce = nacl.utils.random(24)
-    return base64.b64encode(nonce + _aead_seal(plaintext, aad, nonce, key)).decode()
-
-
-def _open(key: bytes, aad: bytes, sealed: str) -> bytes:
-    raw = base64.b64decode(sealed)
-    try:
-        return _aead_open(raw[24:], aad, raw[:24], key)
-    except CryptoError as exc:
-        raise KeyStoreError("wrong master key or damaged key file") from exc
-
-
-def create_master_key(data_dir: str) -> dict:
-    """Creates the master key and returns the config section that describes it."""
-    passphrase = os.environ.get(PASSPHRASE_ENV)
-    if passphrase:
-        salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
-        params = {"kind": "argon2id", "salt": base64.b64encode(salt).decode(),
-                  "ops": nacl.pwhash.argon2id.OPSLIMIT_MODERATE, "mem": nacl.pwhash.argon2id.MEMLIMIT_MODERATE}
-        key = _derive(params, passphrase)
-    else:
-        key = nacl.utils.random(32)
-        atomic_write(os.path.join(data_dir, "master.key"), key, 0o600, exclusive=True)
-        params = {"kind": "file", "path": "master.key"}
-    params["check"] = _seal(key, _DOMAIN, _CHECK)
-    return params
-
-
-def _derive(params: dict, passphrase: str) -> bytes:
-    return nacl.pwhash.argon2id.kdf(32, passphrase.encode(), base64.b64decode(params["salt"]),
-                                    opslimit=params["ops"], memlimit=params["mem"])
-
-
-def load_master_key(data_dir: str, params: dict) -> bytes:
-    if params["kind"] == "argon2id":
-        passphrase = os.environ.get(PASSPHRASE_ENV)
-        if not passphrase:
-            raise KeyStoreError(f"the keystore is passphrase-protected: set {PASSPHRASE_ENV}")
-        key = _derive(params, passphrase)
-    else:
-        path = os.path.join(data_dir, params["path"])
-        try:
-            with open(path, "rb") as handle:
-                key = handle.read()
-        except OSError as exc:
-            raise KeyStoreError("master key file is missing or unreadable") from exc
-        if os.stat(path).st_mode & 0o077:
-            raise KeyStoreError("master key file must not be readable by group or others (chmod 600)")
-    if _open(key, _DOMAIN, params["check"]) != _CHECK:
-        raise KeyStoreError("wrong master key")
-    return key
+_AAD_V3 = _DOMAIN + b"v3"
 
 
 class KeyStore(ABC):
@@ -109,9 +48,10 @@ def _aad(did: str, role: str) -> bytes:
 
 class FileKeyStore(KeyStore):
     """One sealed file per key under ``<data>/keys``, cached in memory after
-    the first load. Every stored field is authenticated: the did and role are
-    the AEAD's associated data and are repeated inside the sealed part, so a
-    key file edited to claim another role (say, ``node``) fails to open."""
+    the first load. Every field (did, role, name, seed) is inside the sealed
+    part, so a key file edited to claim another role (say, ``node``) fails to
+    open. Files of older formats (v1, v2: did and role in clear) are
+    rewritten as v3 when first opened."""
 
     def __init__(self, directory: str, master_key: bytes):
         self._dir = directory
@@ -127,30 +67,48 @@ class FileKeyStore(KeyStore):
     def _read(self, path: str) -> tuple[Principal, str]:
         with open(path, "rb") as handle:
             doc = json.loads(handle.read())
+        if doc.get("v") == 3:
+            if set(doc) != {"v", "sealed"}:  # strict: a field added in clear (say "role") is an edit
+                raise KeyStoreError("key file has fields outside its sealed part")
+            inner = json.loads(_open(self._key, _AAD_V3, doc["sealed"]))
+            principal = Principal.from_seed(inner["name"], base64.b64decode(inner["seed"]))
+            if principal.did != inner["did"]:
+                raise KeyStoreError("key file does not match its did")
+            return principal, inner["role"]
         if doc.get("v") == 1:  # before every field was authenticated: upgrade in place
             inner = json.loads(_open(self._key, _DOMAIN + doc["did"].encode(), doc["sealed"]))
             principal = Principal.from_seed(inner["name"], base64.b64decode(inner["seed"]))
             if principal.did != doc["did"]:
                 raise KeyStoreError("key file does not match its did")
-            self._write(path, principal, doc["role"], replace=True)
+            self._write(self._path(principal.did), principal, doc["role"], replace=True)
+            if path != self._path(principal.did):
+                os.unlink(path)
             return principal, doc["role"]
         did, role = doc["did"], doc["role"]
         inner = json.loads(_open(self._key, _aad(did, role), doc["sealed"]))
         principal = Principal.from_seed(inner["name"], base64.b64decode(inner["seed"]))
         if principal.did != did or inner.get("did") != did or inner.get("role") != role:
             raise KeyStoreError("key file does not match its did or role")
+        self._write(self._path(did), principal, role, replace=True)  # v2 shows the did in clear: upgrade
+        if path != self._path(did):
+            os.unlink(path)
         return principal, role
 
     def _write(self, path: str, principal: Principal, role: str, replace: bool = False) -> None:
         inner = json.dumps({"name": principal.name, "did": principal.did, "role": role,
                             "seed": base64.b64encode(principal.seed).decode()}).encode()
-        doc = {"v": 2, "did": principal.did, "role": role, "sealed": _seal(self._key, _aad(principal.did, role), inner)}
+        doc = {"v": 3, "sealed": _seal(self._key, _AAD_V3, inner)}
         atomic_write(path, json.dumps(doc).encode(), 0o600, exclusive=not replace)
 
+    def _path(self, did: str) -> str:
+        """A name that does not show the did but is the same for it every time."""
+        name = nacl.hash.blake2b(did.encode(), key=self._key, person=b"mv-keyfile-name", digest_size=16,
+                                 encoder=nacl.encoding.HexEncoder).decode()
+        return os.path.join(self._dir, name + ".key")
+
     def add(self, principal: Principal, role: str = "principal") -> None:
-        path = os.path.join(self._dir, principal.did.rsplit(":", 1)[-1] + ".key")
         with self._lock:
-            self._write(path, principal, role)
+            self._write(self._path(principal.did), principal, role)
             self._by_did[principal.did] = (principal, role)
 
     def get(self, did: str) -> Principal | None:
