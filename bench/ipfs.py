@@ -96,7 +96,7 @@ async def reconciler_time(topology: Topology, count: int) -> None:
     peer = topology.peers[1]
     rpc = KuboRpc(peer.kubo.api_url)
     store, pinner = KuboBlockStore(rpc), ClusterPinner(ClusterRest(peer.api_url))
-    db = Database(os.path.join(tempfile.mkdtemp(), "index.sqlite"))
+    db = Database(os.path.join(tempfile.mkdtemp(), "index.sqlite"), os.urandom(32))
     await db.start()
     try:
         blocks = [Block.raw(os.urandom(512)) for _ in range(count)]

@@ -4,7 +4,7 @@ them (a Vault component), including the audit of failed authentications.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+from indexer.sql import sqlite3
 import time
 
 from indexer import audit, principals as principal_rows

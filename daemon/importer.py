@@ -16,7 +16,7 @@ row behind, only an audit entry.
 from __future__ import annotations
 
 import os
-import sqlite3
+from indexer.sql import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 

@@ -5,7 +5,7 @@ identities."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+from indexer.sql import sqlite3
 import time
 
 from indexer import audit, pins, records

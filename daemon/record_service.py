@@ -7,7 +7,7 @@ plaintext or keys.
 from __future__ import annotations
 
 import logging
-import sqlite3
+from indexer.sql import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -123,6 +123,7 @@ class Records:
                              {"versions": len(cids["manifests"]), "envelopes": len(cids["envelopes"])})
 
             await s.space.freeing(lambda: s.db.write(commit))  # on a full disk, spends the reserve
+            await s.db.erased()  # the erased rows leave the WAL too, now rather than at some checkpoint
             doomed = [Cid.parse(c) for c in cids["envelopes"]]
             for manifest in cids["manifests"]:
                 doomed.extend(await s.blocks_of_manifest(Cid.parse(manifest)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
+from indexer.sql import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -96,6 +96,7 @@ class Services:
         self.inflight: dict[int, float] = {}  # uploads in progress → start time (garbage collection spares them)
         self.space = Space(config.data_dir, config.min_free_bytes, config.reserve_bytes)
         self.reconciler = None  # set by the Vault when background work starts
+        self.key_storage = "unknown"  # passphrase | key-file | beside-data (set by node.open_vault)
         self._manifests: OrderedDict[Cid, Manifest] = OrderedDict()  # decoded manifests never change
 
     async def off_loop(self, fn, *args):

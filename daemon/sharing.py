@@ -10,10 +10,10 @@ recipient cannot open anything written from now on.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import timedelta
 
 from indexer import audit, pins, records
+from indexer.sql import sqlite3
 
 from . import timeutil
 from .access import AccessPolicy, Action

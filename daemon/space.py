@@ -16,7 +16,7 @@ import errno
 import logging
 import os
 import shutil
-import sqlite3
+from indexer.sql import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
+from indexer.sql import sqlite3
 import traceback
 
 from .access import AccessPolicy
@@ -108,5 +108,5 @@ class Vault:
         ok = all(c.get("status") == "ok" for c in checks.values())
         report = {"status": "ok" if ok else "degraded"}
         if detail:
-            report.update(backend=self.config.backend, checks=checks)
+            report.update(backend=self.config.backend, key_storage=self.services.key_storage, checks=checks)
         return report

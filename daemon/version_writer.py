@@ -11,7 +11,7 @@ caller gets 409 (a revoke that landed meanwhile wins).
 from __future__ import annotations
 
 import logging
-import sqlite3
+from indexer.sql import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
+from .sql import sqlite3
 
 GENESIS = "0" * 64
 _FIELDS = ("seq", "time", "actor", "action", "record", "outcome", "detail")

@@ -14,12 +14,17 @@ interrupted past ``time_limit`` seconds, as datasette's ``sqlite_timelimit``
 does, with a progress handler), ``read_auth`` (token checks: one indexed
 lookup, so they never wait behind a long search) and ``read_long`` (whole-
 table scans such as audit verification: no limit, off the shared lanes).
+
+The index is encrypted at rest (SQLCipher 4, ``indexer/sql.py``): every
+page of the database, its WAL and any journal. Erasure leaves no trace in
+the clear pages either: ``secure_delete`` zeroes freed content, and after a
+commit that erased something the writer checkpoints the WAL and truncates
+it (``erased()``), so the old pages do not linger there.
 """
 from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -28,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from . import schema
+from .sql import encrypt_in_place, is_plaintext, open_encrypted, sqlite3
 
 T = TypeVar("T")
 _MAX_BATCH = 512
@@ -52,11 +58,15 @@ def _full(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or "disk is full" in str(exc)
 
 
-def connect(path: str) -> sqlite3.Connection:
+def connect(path: str, key: bytes) -> sqlite3.Connection:
+    """A connection to the encrypted index (``PRAGMA key`` first, then the
+    pragmas every connection needs)."""
     if not os.path.exists(path):  # SQLite gives -wal/-shm files the database file's mode
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn = open_encrypted(path, key, isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA secure_delete=ON")
+    conn.execute("PRAGMA temp_store=MEMORY")  # sorts and temp tables never reach a file
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -81,6 +91,10 @@ class Index(ABC):
     @abstractmethod
     async def write(self, fn: Callable[..., T], *args: Any) -> T: ...
 
+    async def erased(self) -> None:
+        """Called after a commit that erased records, so an implementation can
+        drop what its journals still hold of them."""
+
     @abstractmethod
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
 
@@ -99,8 +113,9 @@ class Index(ABC):
 class Database(Index):
     """SQLite in WAL mode: the one ``Index`` implementation."""
 
-    def __init__(self, path: str, read_threads: int = 2, time_limit: float | None = None):
+    def __init__(self, path: str, key: bytes, read_threads: int = 2, time_limit: float | None = None):
         self.path = path
+        self._key = key
         self.time_limit = time_limit
         self._writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-write")
         self._reader_pool = ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="db-read")
@@ -113,10 +128,26 @@ class Database(Index):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._wconn = await loop.run_in_executor(self._writer_pool, connect, self.path)
+        self._wconn = await loop.run_in_executor(self._writer_pool, self._open_writer)
         await loop.run_in_executor(self._writer_pool, schema.migrate, self._wconn)
         self._queue = asyncio.Queue()
         self._writer_task = asyncio.create_task(self._writer_loop(), name="db-writer")
+
+    def _open_writer(self) -> sqlite3.Connection:
+        if is_plaintext(self.path):  # an index from before encryption: once, before any reader opens it
+            encrypt_in_place(self.path, self._key)
+        return connect(self.path, self._key)
+
+    async def erased(self) -> None:
+        """After a commit that erased records: copy the WAL back and truncate
+        it, so no erased row stays in it (secure_delete has zeroed the
+        database's freed pages). Queued behind the writer's current batch."""
+        def checkpoint() -> None:
+            try:
+                self._wconn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.OperationalError:
+                pass  # a full disk: the erase itself committed; the next checkpoint copies the WAL back
+        await asyncio.get_running_loop().run_in_executor(self._writer_pool, checkpoint)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs ``fn(conn, *args)`` in a committed transaction; returns its result."""
@@ -132,7 +163,7 @@ class Database(Index):
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = connect(self.path)
+            conn = self._local.conn = connect(self.path, self._key)
             conn.execute("PRAGMA query_only=ON")
         return conn
 

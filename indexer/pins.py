@@ -3,7 +3,7 @@ the reconciler last saw. Rows are written in the same transaction as the
 record they belong to, so an acknowledged record always has its pin job."""
 from __future__ import annotations
 
-import sqlite3
+from .sql import sqlite3
 
 
 def want(conn: sqlite3.Connection, cid: str, record_id: str, kind: str, rmin: int, rmax: int, now: str,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
-import sqlite3
+from .sql import sqlite3
 
 
 def add_principal(conn: sqlite3.Connection, did: str, name: str, role: str, created: str) -> None:

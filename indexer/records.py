@@ -12,7 +12,7 @@ engine's access policy (daemon/access.py) builds every decision on it.
 from __future__ import annotations
 
 import json
-import sqlite3
+from .sql import sqlite3
 
 from . import dates
 

@@ -5,7 +5,7 @@ they go. Add new migrations at the end; never edit an applied one.
 """
 from __future__ import annotations
 
-import sqlite3
+from .sql import sqlite3
 
 import sqlite_utils
 
@@ -134,7 +134,16 @@ def _m003_search(db: sqlite_utils.Database) -> None:
     db.execute("ANALYZE")
 
 
-MIGRATIONS = [_m001_initial, _m002_record_authority, _m003_search]
+def _m004_fts_secure_delete(db: sqlite_utils.Database) -> None:
+    """Issue 10: FTS5 normally deletes by adding tombstones, leaving an erased
+    record's words in older index segments until a merge; ``secure-delete``
+    removes them at once (SQLite 3.44+), and ``optimize`` rewrites what an
+    older index still holds."""
+    db.execute("INSERT INTO records_fts(records_fts, rank) VALUES('secure-delete', 1)")
+    db.execute("INSERT INTO records_fts(records_fts) VALUES('optimize')")
+
+
+MIGRATIONS = [_m001_initial, _m002_record_authority, _m003_search, _m004_fts_secure_delete]
 
 
 def migrate(conn: sqlite3.Connection) -> int:

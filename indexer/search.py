@@ -19,7 +19,7 @@ lookup. What differs between queries is where candidates come from:
 from __future__ import annotations
 
 import json
-import sqlite3
+from .sql import sqlite3
 from dataclasses import dataclass, field
 
 from . import dates

@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import os
 
 import pytest
 
 from indexer import audit, dates, records, search
 from indexer.db import Database
+from indexer.sql import sqlite3
 
 
 @pytest.fixture
 async def db(tmp_path):
-    database = Database(str(tmp_path / "index.sqlite"))
+    database = Database(str(tmp_path / "index.sqlite"), os.urandom(32))
     await database.start()
     yield database
     await database.close()

@@ -4,6 +4,7 @@ neither waits behind long searches. Times are upper bounds only."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -18,7 +19,7 @@ ENDLESS = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELEC
 
 
 async def test_a_read_past_the_limit_is_interrupted(tmp_path):
-    db = Database(str(tmp_path / "index.sqlite"), time_limit=0.5)
+    db = Database(str(tmp_path / "index.sqlite"), os.urandom(32), time_limit=0.5)
     await db.start()
     try:
         started = time.monotonic()
