@@ -15,8 +15,8 @@ from .client import Client, ClientError, print_json, resolve
 from .config import DEFAULT_LISTEN, Config
 from .datalock import DataDirLock
 from .errors import VaultError
-from .keystore import KeyStoreError
-from .node import InitError, close_vault, init_data_dir, open_vault
+from .masterkey import DEMO_KEY_FILE, KeySource, KeyStoreError, rewrap, storage
+from .node import InitError, close_vault, init_data_dir, open_vault, unlock
 
 # mimetypes looks at the last suffix only (".json"), so double suffixes are matched here first.
 _COMPOUND_TYPES = {".fhir.json": "application/fhir+json", ".fhir.xml": "application/fhir+xml"}
@@ -42,12 +42,23 @@ def _parser() -> argparse.ArgumentParser:
     real_add_parser = sub.add_parser
     sub.add_parser = lambda *a, **k: real_add_parser(*a, parents=[common], **k)
 
+    def key_options(p, new: bool = False) -> None:
+        group = p.add_mutually_exclusive_group()
+        prefix = "--new-" if new else "--"
+        group.add_argument(f"{prefix}passphrase-file", metavar="FILE",
+                           help="derive the master key from this file's passphrase (Argon2id)"
+                           + ("" if new else "; also $MEDVAULT_PASSPHRASE_FILE"))
+        group.add_argument(f"{prefix}key-file", metavar="PATH",
+                           help="a 32-byte 0600 master key file outside the data dir (created if missing)")
+
     p = sub.add_parser("init", help="create a data dir, keys and the owner token")
+    key_options(p)
     p.add_argument("--backend", choices=("local", "kubo", "cluster"), default=None)
     p.add_argument("--ipfs-api", help="Kubo RPC URL, e.g. http://127.0.0.1:5001")
     p.add_argument("--cluster-api", help="IPFS Cluster REST URL, e.g. http://127.0.0.1:9094")
 
     p = sub.add_parser("daemon", help="run the node in the foreground")
+    key_options(p)
     p.add_argument("--listen", default=None, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
     p.add_argument("--log-level", default="INFO")
 
@@ -110,7 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--reason", required=True)
 
-    sub.add_parser("reindex", help="rebuild the index from pinned manifests and envelopes (daemon stopped)")
+    key_options(sub.add_parser("reindex", help="rebuild the index from pinned manifests and envelopes (daemon stopped)"))
+
+    p = sub.add_parser("rekey", help="change the passphrase or key file (daemon stopped; nothing is re-encrypted)")
+    key_options(p)
+    key_options(p, new=True)
 
     p = sub.add_parser("pins", help="pin jobs: list, status CID, recover CID (operator)")
     p.add_argument("action", nargs="?", choices=("list", "status", "recover"), default="list")
@@ -120,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gc", help="delete blocks no pinned record refers to (local backend)")
     p.add_argument("--grace", type=float, default=None, help="seconds a new block is spared (default: config)")
     p.add_argument("--force", action="store_true", help="collect even when the index pins nothing")
+    key_options(p)
     return parser
 
 
@@ -128,17 +144,21 @@ def _data_dir(args) -> str:
 
 
 async def _local_command(args) -> int:
+    source = KeySource.resolve(args.passphrase_file, args.key_file)
     if args.command == "init":
         backend = args.backend or ("cluster" if args.cluster_api else "kubo" if args.ipfs_api else "local")
         config = Config(data_dir=_data_dir(args), backend=backend, ipfs_api=args.ipfs_api,
                         cluster_api=args.cluster_api)
-        print(json.dumps(await init_data_dir(config)))
+        print(json.dumps(await init_data_dir(config, source)))
         return 0
     config = Config.load(_data_dir(args))
+    data_key = unlock(config, source)  # first: a wrong key is refused before anything is written
+    if args.command == "rekey":
+        return _rekey(args, config, source)
     if args.command == "daemon":
         from .server import serve
         logs.setup(args.log_level)
-        await serve(config, args.listen or config.listen)
+        await serve(config, args.listen or config.listen, source=source, data_key=data_key)
         return 0
     lock = DataDirLock(config.data_dir)
     if not lock.try_acquire():
@@ -149,14 +169,34 @@ async def _local_command(args) -> int:
     try:
         if args.command == "reindex":
             from .reindex import reindex
-            print_json(await reindex(config))
+            print_json(await reindex(config, source))
             return 0
-        vault = await open_vault(config)
+        vault = await open_vault(config, source, data_key)
         try:
             grace = config.gc_grace_seconds if args.grace is None else args.grace
             print_json(await vault.garbage.collect(grace, force=args.force))
         finally:
             await close_vault(vault)
+    finally:
+        lock.release()
+    return 0
+
+
+def _rekey(args, config: Config, old: KeySource) -> int:
+    """Wraps the same data key under a new master key and rewrites config.json;
+    a demo key file left in the data dir is then deleted."""
+    new = KeySource.given(args.new_passphrase_file, args.new_key_file)
+    lock = DataDirLock(config.data_dir)
+    if not lock.try_acquire():
+        raise ClientError("the daemon is running: stop it before `medvault rekey`")
+    try:
+        was_beside = storage(config.data_dir, config.master_key, old) == "beside-data"
+        config.master_key = rewrap(config.data_dir, config.master_key, old, new)
+        config.save()
+        demo = os.path.join(config.data_dir, DEMO_KEY_FILE)
+        if was_beside and os.path.exists(demo):
+            os.unlink(demo)
+        print_json({"key_storage": storage(config.data_dir, config.master_key, new)})
     finally:
         lock.release()
     return 0
@@ -261,10 +301,13 @@ async def _client_command(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.data_dir = getattr(args, "data_dir", None)
-    local = args.command in ("init", "daemon", "gc", "reindex")
+    local = args.command in ("init", "daemon", "gc", "reindex", "rekey")
     try:
         return asyncio.run(_local_command(args) if local else _client_command(args))
-    except (ClientError, VaultError, InitError, KeyStoreError, FileNotFoundError, ValueError) as exc:
+    except KeyStoreError as exc:  # exit 2: the node cannot be unlocked (nothing was changed)
+        print(f"medvault: {exc}", file=sys.stderr)
+        return 2
+    except (ClientError, VaultError, InitError, FileNotFoundError, ValueError) as exc:
         message = exc.message if isinstance(exc, VaultError) else str(exc)
         print(f"medvault: {message}", file=sys.stderr)
         return 1

@@ -16,7 +16,8 @@ from .blockstore.local import LocalBlockStore, LocalPinner
 from .config import Config
 from .fsutil import atomic_write
 from .identity import Principal
-from .keystore import FileKeyStore, create_master_key, load_master_key
+from .keystore import FileKeyStore
+from .masterkey import KeySource, create_master_key, index_key, load_master_key, storage
 from .access import AccessPolicy
 from .admin import Admin
 from .garbage import GarbageCollector
@@ -37,9 +38,11 @@ class InitError(Exception):
     pass
 
 
-async def init_data_dir(config: Config) -> dict:
+async def init_data_dir(config: Config, source: KeySource | None = None) -> dict:
     """``medvault init``: data dir, config, master key, node key, the "owner"
-    principal and an all-scopes token for it in ``owner.token``."""
+    principal and an all-scopes token for it in ``owner.token``. The master
+    key comes from ``source`` (passphrase or key file; by default the
+    environment, else a demo key file in the data dir)."""
     config.validate()
     data_dir = config.data_dir
     if os.path.exists(os.path.join(data_dir, "config.json")):
@@ -48,13 +51,15 @@ async def init_data_dir(config: Config) -> dict:
     os.chmod(data_dir, 0o700)
     if os.listdir(data_dir):
         raise InitError(f"{data_dir} is not empty; refusing to overwrite")
-    config.master_key = create_master_key(data_dir)
-    keys = FileKeyStore(config.keys_dir, load_master_key(data_dir, config.master_key))
+    source = source or KeySource.resolve()
+    config.master_key = create_master_key(data_dir, source)
+    data_key = load_master_key(data_dir, config.master_key, source)
+    keys = FileKeyStore(config.keys_dir, data_key)
     node_key = Principal.generate("node")
     owner = Principal.generate("owner")
     keys.add(node_key, role="node")
     keys.add(owner)
-    db = Database(config.index_path)
+    db = Database(config.index_path, index_key(data_key))
     await db.start()
     try:
         now = timeutil.now()
@@ -83,13 +88,23 @@ def make_backend(config: Config, metrics: Metrics):
     return KuboBlockStore(rpc, config.fetch_timeout), ClusterPinner(rest)
 
 
-async def open_vault(config: Config) -> Vault:
-    keys = FileKeyStore(config.keys_dir, load_master_key(config.data_dir, config.master_key))
-    db = Database(config.index_path, time_limit=config.query_time_limit)
+def unlock(config: Config, source: KeySource | None = None) -> bytes:
+    """The node's data key, or WrongKey; reads only (a wrong key changes nothing)."""
+    return load_master_key(config.data_dir, config.master_key, source or KeySource.resolve())
+
+
+async def open_vault(config: Config, source: KeySource | None = None, data_key: bytes | None = None) -> Vault:
+    """Opens a node with the data key (or unlocks it from ``source``)."""
+    source = source or KeySource.resolve()
+    data_key = data_key or unlock(config, source)
+    keys = FileKeyStore(config.keys_dir, data_key)
+    db = Database(config.index_path, index_key(data_key), time_limit=config.query_time_limit)
     await db.start()
     metrics = Metrics()
     blocks, pinner = make_backend(config, metrics)
-    return assemble(Services(config, db, keys, blocks, pinner, metrics))
+    services = Services(config, db, keys, blocks, pinner, metrics)
+    services.key_storage = storage(config.data_dir, config.master_key, source)
+    return assemble(services)
 
 
 def assemble(services: Services) -> Vault:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
+from indexer.sql import sqlite3
 import time
 
 from indexer import audit, pins, principals as principal_rows, records
@@ -27,7 +27,8 @@ from .config import Config
 from .envelope import NotForUs, open_envelope, open_receipt
 from .fsutil import atomic_write
 from .manifest import SignatureError, decode_manifest, open_metadata
-from .node import OWNER_TOKEN_FILE, close_vault, open_vault
+from .masterkey import KeySource
+from .node import OWNER_TOKEN_FILE, close_vault, open_vault, unlock
 from .views import role_of, row_from_metadata
 
 log = logging.getLogger("medvault.reindex")
@@ -39,14 +40,15 @@ async def _roots(vault) -> list[Cid]:
     return [cid async for cid, _ in vault.blocks.all_cids() if cid.codec == DAG_CBOR]
 
 
-async def reindex(config: Config) -> dict:
+async def reindex(config: Config, source: KeySource | None = None) -> dict:
     started = time.perf_counter()
+    data_key = unlock(config, source)  # before the old index is moved: a wrong key changes nothing
     if os.path.exists(config.index_path):
         aside = f"{config.index_path}.before-reindex-{int(time.time())}"
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(config.index_path + suffix):
                 os.replace(config.index_path + suffix, aside + suffix)
-    vault = await open_vault(config)
+    vault = await open_vault(config, source, data_key)
     try:
         locals_ = vault.keys.principals()
         opened: dict[str, list] = {}  # record id -> [(version, manifest cid, body, envelope row)]

@@ -22,6 +22,7 @@ from .datalock import DataDirLock
 from .errors import Conflict, VaultError
 from .fsutil import atomic_write
 from .listener import listen
+from .masterkey import KeySource
 from .node import close_vault, open_vault
 
 log = logging.getLogger("medvault.daemon")
@@ -48,20 +49,27 @@ async def _sweep(vault, grace: float, every: float | None) -> None:
         grace = vault.config.gc_grace_seconds
 
 
-async def serve(config: Config, listen: str, ready: asyncio.Event | None = None) -> None:
+async def serve(config: Config, listen: str, ready: asyncio.Event | None = None,
+                source: KeySource | None = None, data_key: bytes | None = None) -> None:
+    """Runs the daemon; the caller should unlock (``node.unlock``) first, so
+    a wrong key is refused before the lock file or anything else is written."""
     host, port = split_listen(listen)
     lock = DataDirLock(config.data_dir)
     if not lock.try_acquire():
         raise Conflict(f"another medvault process (daemon, gc or reindex) is using {config.data_dir}",
                        "data_dir_busy")
     try:
-        await _serve(config, host, port, ready)
+        await _serve(config, host, port, ready, source, data_key)
     finally:
         lock.release()
 
 
-async def _serve(config: Config, host: str, port: int, ready: asyncio.Event | None) -> None:
-    vault = await open_vault(config)
+async def _serve(config: Config, host: str, port: int, ready: asyncio.Event | None,
+                 source: KeySource | None, data_key: bytes | None) -> None:
+    vault = await open_vault(config, source, data_key)
+    if vault.services.key_storage == "beside-data":
+        log.warning("the master key file is in the data dir: a copy of the dir opens every record; "
+                    "use --passphrase-file or --key-file outside it in production (medvault rekey)")
     app = make_app(vault)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30,
                            keepalive_timeout=config.header_timeout)  # also bounds header reading
