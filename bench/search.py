@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from daemon.auth import SCOPES, Caller  # noqa: E402
 from daemon.config import Config  # noqa: E402
 from daemon.identity import did_for  # noqa: E402
-from daemon.node import close_vault, init_data_dir, open_vault  # noqa: E402
+from daemon.masterkey import index_key  # noqa: E402
+from daemon.node import close_vault, init_data_dir, open_vault, unlock  # noqa: E402
 from indexer import audit, dates, pins, records  # noqa: E402
 from indexer.db import connect  # noqa: E402
 
@@ -71,9 +72,15 @@ def generate(count: int, seed: int = 7):
     return patients, rows
 
 
-def load(index_path: str, owner: str, clinician: str, patients: list[str], rows: list[dict]) -> list[int]:
+def node_index(data_dir: str) -> tuple[str, bytes]:
+    """The node's index file and its key (the bench writes it directly)."""
+    config = Config.load(data_dir)
+    return config.index_path, index_key(unlock(config))
+
+
+def load(index: tuple[str, bytes], owner: str, clinician: str, patients: list[str], rows: list[dict]) -> list[int]:
     """Writes every row as an ingest commit would; returns the records granted to the clinician."""
-    conn = connect(index_path)
+    conn = connect(*index)
     rng = random.Random(11)
     granted = set(rng.sample(range(len(rows)), min(GRANTS, len(rows))))
     now = "2026-01-01T00:00:00.000Z"
@@ -160,7 +167,7 @@ async def measure(args) -> dict:
         patients, rows = generate(args.records)
         clinician = fake_did(random.Random(99))
         started = time.perf_counter()
-        granted = set(load(os.path.join(data_dir, "index.sqlite"), owner, clinician, patients, rows))
+        granted = set(load(node_index(data_dir), owner, clinician, patients, rows))
         build_s = time.perf_counter() - started
         size = sum(os.path.getsize(os.path.join(data_dir, f)) for f in os.listdir(data_dir)
                    if f.startswith("index.sqlite"))

@@ -26,9 +26,10 @@ def run_json(*args: str) -> dict:
 class Daemon:
     """``medvault daemon`` on a free loopback port; logs go to a file."""
 
-    def __init__(self, data_dir: str, log_path: str):
+    def __init__(self, data_dir: str, log_path: str, args: tuple[str, ...] = ()):
         self.data_dir = data_dir
         self.log_path = log_path
+        self.args = args  # e.g. ("--passphrase-file", path)
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30) -> "Daemon":
@@ -36,8 +37,8 @@ class Daemon:
         if os.path.exists(api_file):
             os.unlink(api_file)  # a killed daemon leaves it behind
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([*MEDVAULT, "daemon", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0"],
-                                     cwd=ROOT, stdout=log, stderr=log)
+        self.proc = subprocess.Popen([*MEDVAULT, "daemon", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0",
+                                      *self.args], cwd=ROOT, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while not os.path.exists(api_file):
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -190,8 +190,9 @@ def big_index(tmp_path_factory):
     info = asyncio.run(init_data_dir(Config(data_dir=path)))
     patients, rows = bench.generate(5000)
     clinician = bench.fake_did(random.Random(99))
-    bench.load(os.path.join(path, "index.sqlite"), info["did"], clinician, patients, rows)
-    conn = connect(os.path.join(path, "index.sqlite"))
+    index = bench.node_index(path)
+    bench.load(index, info["did"], clinician, patients, rows)
+    conn = connect(*index)
     yield conn, info["did"], clinician, patients, rows
     conn.close()
 
