@@ -4,10 +4,10 @@ them (a Vault component), including the audit of failed authentications.
 from __future__ import annotations
 
 import asyncio
-from indexer.sql import sqlite3
 import time
 
 from indexer import audit, principals as principal_rows
+from indexer.sql import sqlite3
 
 from . import timeutil
 from .access import Action

@@ -16,11 +16,11 @@ row behind, only an audit entry.
 from __future__ import annotations
 
 import os
-from indexer.sql import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from indexer import audit, pins, records, search
+from indexer.sql import sqlite3
 
 from . import car, crypto, timeutil
 from .access import AccessPolicy, Action, Incoming, RecordFacts, allowed, facts_in

@@ -5,10 +5,10 @@ identities."""
 from __future__ import annotations
 
 import asyncio
-from indexer.sql import sqlite3
 import time
 
 from indexer import audit, pins, records
+from indexer.sql import sqlite3
 
 from . import timeutil
 from .auth import Caller

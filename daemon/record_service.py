@@ -7,11 +7,11 @@ plaintext or keys.
 from __future__ import annotations
 
 import logging
-from indexer.sql import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from indexer import audit, pins, records, search
+from indexer.sql import sqlite3
 
 from . import search_params, timeutil
 from .access import AccessPolicy, Action

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
-from indexer.sql import sqlite3
 import time
 
 from indexer import audit, pins, principals as principal_rows, records
+from indexer.sql import sqlite3
 
 from . import crypto, timeutil
 from .auth import SCOPES, issue_token

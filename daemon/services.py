@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from indexer.sql import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 
 from indexer import audit, pins, records
 from indexer.db import Index
+from indexer.sql import sqlite3
 
 from . import crypto, timeutil
 from .blocks import FormatError

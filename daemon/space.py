@@ -16,11 +16,11 @@ import errno
 import logging
 import os
 import shutil
-from indexer.sql import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from indexer.db import DiskFull
+from indexer.sql import sqlite3
 
 from .errors import InsufficientStorage
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from indexer.sql import sqlite3
 import traceback
+
+from indexer.sql import sqlite3
 
 from .access import AccessPolicy
 from .admin import Admin

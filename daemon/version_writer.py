@@ -11,12 +11,12 @@ caller gets 409 (a revoke that landed meanwhile wins).
 from __future__ import annotations
 
 import logging
-from indexer.sql import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from indexer import audit, records
+from indexer.sql import sqlite3
 
 from . import crypto, fhir, timeutil
 from .auth import Caller

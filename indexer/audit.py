@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+
 from .sql import sqlite3
 
 GENESIS = "0" * 64

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
+
 from .sql import sqlite3
 
 

@@ -12,9 +12,9 @@ engine's access policy (daemon/access.py) builds every decision on it.
 from __future__ import annotations
 
 import json
-from .sql import sqlite3
 
 from . import dates
+from .sql import sqlite3
 
 LIVE_ENVELOPE = (
     "SELECT 1 FROM envelopes e WHERE e.manifest = r.cid AND e.record_id = r.id"

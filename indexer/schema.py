@@ -5,9 +5,9 @@ they go. Add new migrations at the end; never edit an applied one.
 """
 from __future__ import annotations
 
-from .sql import sqlite3
-
 import sqlite_utils
+
+from .sql import sqlite3
 
 
 def _m001_initial(db: sqlite_utils.Database) -> None:

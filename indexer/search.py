@@ -19,11 +19,11 @@ lookup. What differs between queries is where candidates come from:
 from __future__ import annotations
 
 import json
-from .sql import sqlite3
 from dataclasses import dataclass, field
 
 from . import dates
 from .records import LIVE_ENVELOPE, row_of
+from .sql import sqlite3
 
 SMALL = 500  # a source this small (or smaller) is gathered and sorted
 _WIDE_MS = 24 * 3600 * 1000  # date ranges longer than a day are found through the records_wide index
