@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 
 import pytest
 
 from indexer import audit, dates, records, search
-from indexer.db import Database
+from indexer.db import Database, connect
 from indexer.sql import sqlite3
 
 
@@ -174,9 +176,8 @@ def test_an_index_made_before_record_roles_and_search_terms_migrates(tmp_path):
     import sqlite_utils
 
     from indexer import schema
-    from indexer.db import connect
 
-    conn = connect(str(tmp_path / "old.sqlite"))
+    conn = connect(str(tmp_path / "old.sqlite"), os.urandom(32))
     schema._m001_initial(sqlite_utils.Database(conn))
     conn.execute("PRAGMA user_version=1")
     conn.execute("INSERT INTO records (id, version, cid, patient, type, content_type, title, text, subject, date,"
@@ -204,3 +205,79 @@ def test_an_index_made_before_record_roles_and_search_terms_migrates(tmp_path):
     assert ids("did:a", dates=[("le", *dates.date_range("2020-12-31"))]) == ["r1"]  # 2020-12-31T21:00Z
     assert records.roles(conn, "r1") == {"did:a": {"creator", "writer"}, "did:w": {"writer"}, "did:p": {"patient"}}
     assert "record_tags" not in sqlite_utils.Database(conn).table_names()
+
+
+# ---- at rest (issue 10) ------------------------------------------------------
+
+MARKER = "QXERASE-Wilhelmina-Vandersloot-7731"
+_PAGE, _RESERVE = 4096, 80  # SQLCipher 4 defaults: each page ends with a 16-byte IV and a 64-byte HMAC
+
+
+def _decrypted_pages(path: str, key: bytes) -> bytes:
+    """Every page of an SQLCipher 4 file decrypted with the raw key
+    (AES-256-CBC, the IV stored in the page), as someone holding the key
+    could: the forensic view, free pages included."""
+    data = open(path, "rb").read()
+    out = []
+    for number in range(len(data) // _PAGE):
+        page = data[number * _PAGE:(number + 1) * _PAGE]
+        start = 16 if number == 0 else 0  # page 1 starts with the salt
+        iv = page[_PAGE - _RESERVE:_PAGE - _RESERVE + 16]
+        out.append(subprocess.run(["openssl", "enc", "-d", "-aes-256-cbc", "-nopad", "-K", key.hex(), "-iv", iv.hex()],
+                                  input=page[start:_PAGE - _RESERVE], capture_output=True, check=True).stdout)
+    return b"".join(out)
+
+
+def _insert_marked(conn, rid: str) -> None:
+    conn.execute("INSERT INTO records (id, version, cid, content_type, title, text, size, created, updated, author)"
+                 " VALUES (?, 1, ?, 'text/plain', ?, ?, 1, 't', 't', 'did:a')",
+                 (rid, "bafy" + rid, f"{MARKER} {rid}", f"narrative {MARKER}"))
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl decrypts the pages")
+async def test_an_erased_row_leaves_no_trace_even_for_the_key_holder(tmp_path):
+    key = os.urandom(32)
+    path = str(tmp_path / "index.sqlite")
+    db = Database(path, key)
+    await db.start()
+    try:
+        for rid in ("r1", "r2"):
+            await db.write(_insert_marked, rid)
+        await db.erased()  # checkpoint: both rows now in the database file
+        assert MARKER.encode() in _decrypted_pages(path, key)  # the check can see what it looks for
+        await db.write(lambda conn: records.delete(conn, "r1"))
+        await db.write(lambda conn: records.delete(conn, "r2"))
+        await db.erased()
+        assert os.path.getsize(path + "-wal") == 0
+        assert MARKER.encode() not in _decrypted_pages(path, key)  # secure_delete and FTS5 secure-delete
+        for name in os.listdir(tmp_path):
+            assert MARKER.encode() not in (tmp_path / name).read_bytes()
+    finally:
+        await db.close()
+
+
+async def test_a_plaintext_index_is_encrypted_once_and_its_plaintext_removed(tmp_path):
+    from indexer import schema
+    from indexer.sql import WrongIndexKey
+
+    path = str(tmp_path / "index.sqlite")
+    plain = sqlite3.connect(path, isolation_level=None)  # no key: an index from before issue 10
+    plain.execute("PRAGMA journal_mode=WAL")
+    schema.migrate(plain)
+    _insert_marked(plain, "r1")
+    plain.close()
+    assert open(path, "rb").read(16) == b"SQLite format 3\x00"
+    key = os.urandom(32)
+    db = Database(path, key)
+    await db.start()
+    try:
+        row = await db.read(lambda conn: conn.execute("SELECT title FROM records WHERE id = 'r1'").fetchone())
+        assert row["title"].startswith(MARKER)
+        assert await db.read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]) == len(schema.MIGRATIONS)
+    finally:
+        await db.close()
+    assert sorted(os.listdir(tmp_path)) == ["index.sqlite"]  # no plaintext copy, WAL or partial file left
+    assert open(path, "rb").read(16) != b"SQLite format 3\x00"
+    assert MARKER.encode() not in open(path, "rb").read()
+    with pytest.raises(WrongIndexKey):
+        connect(path, os.urandom(32))
