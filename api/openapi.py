@@ -144,11 +144,12 @@ def _schemas() -> dict:
                            "actual": _obj({"status": S, "replicas": I,
                                            "peers": {"type": "object", "additionalProperties": S},
                                            "error": NS})}),
-        # backend and checks only for an operator's token
+        # backend, key_storage and checks only for an operator's token
         "Health": _obj({"status": {"type": "string", "enum": ["ok", "degraded"]}, "backend": S,
+                        "key_storage": {"type": "string", "enum": ["passphrase", "key-file", "beside-data", "unknown"]},
                         "checks": {"type": "object", "additionalProperties": {
                             "type": "object", "required": ["status"], "properties": {"status": S}}}},
-                       optional=("backend", "checks")),
+                       optional=("backend", "key_storage", "checks")),
     }
 
 
