@@ -152,7 +152,10 @@ async def _local_command(args) -> int:
         print(json.dumps(await init_data_dir(config, source)))
         return 0
     config = Config.load(_data_dir(args))
-    data_key = unlock(config, source)  # first: a wrong key is refused before anything is written
+    # First: a wrong key is refused before anything is written. A gc may go
+    # through the running daemon with the owner token alone, so it unlocks
+    # only when it opens the data dir itself (open_vault).
+    data_key = None if args.command == "gc" else unlock(config, source)
     if args.command == "rekey":
         return _rekey(args, config, source)
     if args.command == "daemon":
