@@ -159,6 +159,10 @@ def test_rekey_keeps_the_records_and_retires_the_old_passphrase(tmp_path):
         assert out.read_bytes() == b"kept across a rekey"
     finally:
         daemon.stop()
+    before = _snapshot(data_dir)
+    assert run("reindex", "--data-dir", data_dir, "--passphrase-file", old, check=False).returncode == 2
+    assert _snapshot(data_dir) == before  # the index was not moved aside for a key that cannot open it
+    assert run_json("reindex", "--data-dir", data_dir, "--passphrase-file", new)["records"] == 1
 
 
 def test_the_demo_setup_says_its_key_is_beside_the_data_and_rekey_moves_it(tmp_path):
