@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from daemon import errors as e
 from daemon.space import full_error, is_full
@@ -44,6 +45,28 @@ def status_of(error: e.VaultError) -> int:
         if kind in STATUS:
             return STATUS[kind]
     return 500
+
+
+class JsonErrorRequestHandler(RequestHandler):
+    """aiohttp's connection handler, except that what its HTTP parser refuses
+    (a header over 8 KiB, a request line over the limit, a malformed request)
+    gets our JSON error shape instead of plain text. The parser's message may
+    quote the request, so only its type is logged."""
+
+    __slots__ = ()
+
+    def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        log.info("request refused by the HTTP parser", extra={"status": status,
+                                                              "error_type": type(exc).__name__ if exc else None})
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was already sent; cannot send an error")
+        code = _HTTP_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+        text = ("the request is malformed or its request line or headers are too large" if status < 500
+                else "the server failed to handle this request")
+        response = error_response(status, code, text)
+        response.force_close()
+        return response
 
 
 CLIENT_CLOSED = 499  # nginx's "client closed request": only ever seen in our own logs

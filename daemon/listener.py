@@ -20,6 +20,7 @@ import json
 
 from aiohttp import web
 
+from api.errors import JsonErrorRequestHandler
 from api.limits import STARTED
 
 _BUSY_BODY = json.dumps({"error": {"code": "too_many_connections",
@@ -49,6 +50,7 @@ async def listen(runner: web.AppRunner, host: str, port: int, max_connections: i
         if len(app_server.connections) >= max_connections:
             return _Busy()
         handler = app_server()
+        handler.__class__ = JsonErrorRequestHandler  # same layout (no new slots): JSON errors from the parser too
         loop.call_later(header_timeout, expire_if_silent, handler)
         return handler
 

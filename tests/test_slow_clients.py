@@ -106,3 +106,18 @@ def test_connections_past_the_cap_get_503_at_once(daemon):
     again = _connect(daemon)
     again.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert b"too_many_connections" not in _read_until_closed(again)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",  # a header over 8 KiB
+    b"GET /v1/records?q=" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a request line over the limit
+    b"GET /v1/health HTTP/1.1\r\nHost: x\r\nBroken header line\r\n\r\n",  # not a header at all
+])
+def test_what_the_http_parser_refuses_is_a_json_400(daemon, request_bytes):
+    sock = _connect(daemon)
+    sock.sendall(request_bytes)
+    head, _, body = _read_until_closed(sock).partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400", head[:100]  # (aiohttp answers a request it cannot parse as HTTP/1.0)
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)["error"]
+    assert error["code"] == "bad_request" and "aaaa" not in error["message"]
