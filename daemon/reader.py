@@ -18,6 +18,8 @@ from .cid import DAG_CBOR, RAW, Cid
 from .errors import IntegrityError
 from .manifest import Manifest, decode_link_block
 
+_INLINE_BYTES = 64 * 1024
+
 
 async def walk(manifest: Manifest, store, pool: Executor | None = None) -> tuple[list[Cid], list[Cid]]:
     """The manifest's link tree, level by level: (every link block, each
@@ -60,9 +62,13 @@ async def plaintext(manifest: Manifest, dek: bytes, size: int, store: BlockStore
 
     async def fetch(index: int) -> bytes:
         data = await store.get(chunks[index])
+        last = index == len(chunks) - 1
         try:
-            opened = await loop.run_in_executor(pool, crypto.open_chunk, dek, manifest.stream_id, index,
-                                                index == len(chunks) - 1, data)
+            if len(data) <= _INLINE_BYTES:  # opening a small chunk costs less than the thread hop (and its GIL wait)
+                opened = crypto.open_chunk(dek, manifest.stream_id, index, last, data)
+            else:
+                opened = await loop.run_in_executor(pool, crypto.open_chunk, dek, manifest.stream_id, index, last,
+                                                    data)
         except crypto.DecryptError:
             raise IntegrityError("a chunk of this record failed to authenticate") from None
         if len(opened) != min(cs, size - index * cs):

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 
 from aiohttp import web
 
@@ -27,6 +28,10 @@ from .node import close_vault, open_vault
 
 log = logging.getLogger("medvault.daemon")
 API_FILE = "api"
+# Worker threads (sealing, file reads, index reads) hand the GIL back to the
+# event loop after at most this long; CPython's 5 ms default let a few busy
+# threads hold small requests for tens of milliseconds.
+GIL_SWITCH_INTERVAL = 0.001
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -66,6 +71,7 @@ async def serve(config: Config, listen: str, ready: asyncio.Event | None = None,
 
 async def _serve(config: Config, host: str, port: int, ready: asyncio.Event | None,
                  source: KeySource | None, data_key: bytes | None) -> None:
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     vault = await open_vault(config, source, data_key)
     if vault.services.key_storage == "beside-data":
         log.warning("the master key file is in the data dir: a copy of the dir opens every record; "

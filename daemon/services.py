@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -98,11 +99,20 @@ class Services:
         self.reconciler = None  # set by the Vault when background work starts
         self.key_storage = "unknown"  # passphrase | key-file | beside-data (set by node.open_vault)
         self._manifests: OrderedDict[Cid, Manifest] = OrderedDict()  # decoded manifests never change
+        self._processes: ProcessPoolExecutor | None = None
 
     async def off_loop(self, fn, *args):
         """Runs CPU work (decoding, parsing, signing) on the pool, so the event
         loop keeps answering other clients meanwhile."""
         return await asyncio.get_running_loop().run_in_executor(self.cpu, fn, *args)
+
+    async def off_process(self, fn, *args):
+        """Runs CPU work that holds the GIL throughout (``json.loads`` of a
+        16 MiB body is one C call: a thread would still stop the loop for its
+        whole length) in a worker process, started on first use."""
+        if self._processes is None:
+            self._processes = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return await asyncio.get_running_loop().run_in_executor(self._processes, fn, *args)
 
     async def manifest(self, cid: Cid) -> Manifest:
         """The decoded manifest ``cid`` names, from a small LRU cache or
@@ -237,3 +247,5 @@ class Services:
 
     def close(self) -> None:
         self.cpu.shutdown(wait=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=True)

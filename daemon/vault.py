@@ -79,7 +79,8 @@ class Vault:
                                 verify_interval=cfg.verify_interval)
         self.services.reconciler = reconciler
         return [self.watch(asyncio.create_task(reconciler.run(), name="reconciler")),
-                self.watch(asyncio.create_task(watch_loop_lag(self.metrics.loop_lag), name="loop-lag"))]
+                self.watch(asyncio.create_task(watch_loop_lag(self.metrics.loop_lag), name="loop-lag")),
+                self.watch(asyncio.create_task(self.services.off_process(int), name="worker-warm-up"))]
 
     async def close(self) -> None:
         for task in self._background:

@@ -29,6 +29,7 @@ from .record_input import RecordInput, check_media_type
 from .views import record_view
 
 log = logging.getLogger("medvault.vault")
+_PARSE_IN_PROCESS_ABOVE = 1024 * 1024  # below this a parse is a few ms: a thread is cheaper than the hop
 
 
 def _seal_version(dek: bytes, stream_id: bytes, chunk_size: int, chunks: list, fanout: int, body: dict,
@@ -80,7 +81,9 @@ class VersionWriter:
                 raise TooLarge(f"FHIR resources are limited to {cap} bytes on this node")
         if not body:
             raise BadRequest("the request body is empty", "empty_body")
-        summary = await self._s.off_loop(fhir.summarize, bytes(body))  # a 16 MiB parse must not stall the loop
+        # Parsing holds the GIL for its whole length: a big body goes to a worker process.
+        parse = self._s.off_process if len(body) > _PARSE_IN_PROCESS_ABOVE else self._s.off_loop
+        summary = await parse(fhir.summarize, bytes(body))
         info.type = info.type or summary.resource_type
         info.date = info.date or summary.date
         return iterate_bytes(bytes(body)), summary
