@@ -56,13 +56,6 @@ class Cid:
             raise ValueError("not a valid CID") from exc
         return cls(bytes(mf))
 
-    @classmethod
-    def from_link(cls, link: _MfCID) -> "Cid":
-        """Narrows a dag-cbor link (multiformats CID) read from a block."""
-        if not isinstance(link, _MfCID):
-            raise ValueError("expected an IPLD link")
-        return cls(bytes(link))
-
     @property
     def codec(self) -> int:
         return self._bytes[1]
