@@ -7,8 +7,9 @@ lookup. What differs between queries is where candidates come from:
 - **set**: when some source is small (the caller's own envelopes, one
   code, tag, reference or identifier, a type, a full-text match, a date
   window), its rows are gathered first and only they are checked and
-  sorted. Sizes are estimated with bounded counts (``LIMIT SMALL``), which
-  cost at most SMALL index steps each.
+  sorted. Sizes are estimated with bounded counts (``LIMIT LARGE``), which
+  cost at most LARGE index steps each. A source of up to LARGE rows is
+  gathered too, unless walking it in order needs no other filter.
 - **walk**: when every source is large, the records are walked in result
   order (newest first by ``seq``, or by date) along one filter's
   ``(value, seq)`` index when there is one, and the first page that passes
@@ -25,7 +26,8 @@ from . import dates
 from .records import LIVE_ENVELOPE, row_of
 from .sql import sqlite3
 
-SMALL = 500  # a source this small (or smaller) is gathered and sorted
+SMALL = 500  # a source this small (or smaller) is always gathered and sorted
+LARGE = 5000  # up to this, gathering beats walking unless the walk needs no other filter
 _WIDE_MS = 24 * 3600 * 1000  # date ranges longer than a day are found through the records_wide index
 
 
@@ -176,7 +178,7 @@ def _window(conditions: list[tuple[str, int, int]]) -> tuple[int, int] | None:
 
 
 def _estimate(conn: sqlite3.Connection, sql: str, params: dict) -> int:
-    return conn.execute(f"SELECT COUNT(*) FROM ({sql} LIMIT {SMALL + 1})", params).fetchone()[0]
+    return conn.execute(f"SELECT COUNT(*) FROM ({sql} LIMIT {LARGE + 1})", params).fetchone()[0]
 
 
 def plan(conn: sqlite3.Connection, query: Query) -> tuple[str, str, dict]:
@@ -192,7 +194,14 @@ def plan(conn: sqlite3.Connection, query: Query) -> tuple[str, str, dict]:
         return " AND ".join(sql for key, sql in filters.items() if key != driver.partition("@")[0])
 
     select = "SELECT r.seq, r.date_lo"  # the page's keys only; run() fetches the rows of the page
-    if size <= SMALL:
+    # A walk streams results in order, but when other filters reject most of
+    # what it passes (a day among a million, a code within a month) it can
+    # read the whole table; gathering a few thousand candidates is bounded.
+    conditions = [key for key in filters if key not in ("access", "after")]
+    streams = query.sort == "-seq" and (
+        (_walk_of(sources, name) is not None and conditions == [name])  # its own index, nothing else to check
+        or (not conditions and size * 4 >= _records(conn)))  # the caller reads a good share of every page
+    if size <= SMALL or (size <= LARGE and not streams):
         return (f"set:{_kind(name)}", f"WITH cand(seq) AS MATERIALIZED ({sql}) {select} FROM cand JOIN records r"
                                       f" ON r.seq = cand.seq WHERE {where(name)} ORDER BY {b.order()}"
                                       f" LIMIT {limit}", b.params)
@@ -208,6 +217,14 @@ def plan(conn: sqlite3.Connection, query: Query) -> tuple[str, str, dict]:
                             f" LIMIT {limit}", b.params)
     return ("walk:date", f"{select} FROM records r INDEXED BY idx_records_date_lo_seq WHERE {where('')}"
                          f" ORDER BY {b.order()} LIMIT {limit}", b.params)
+
+
+def _records(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0]
+
+
+def _walk_of(sources: list, name: str) -> str | None:
+    return next(walk for source, _, _, walk in sources if source == name)
 
 
 def _kind(source: str) -> str:
