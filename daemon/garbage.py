@@ -32,9 +32,9 @@ class GarbageCollector:
         cutoff = min([time.time() - grace_seconds, *(t - 1.0 for t in s.inflight.values())])
         live = await self.live_blocks()
         candidates = [(cid, mtime) async for cid, mtime in s.blocks.all_cids()]
-        if not live and candidates and not force:
+        doomed = [cid for cid, mtime in candidates if cid not in live and mtime < cutoff]
+        if not live and doomed and not force:  # (blocks of uploads still in flight are not a lost index)
             raise Conflict("the index pins nothing but blocks exist: run `medvault reindex` first "
                            "(or gc --force)", "index_empty")
-        doomed = [cid for cid, mtime in candidates if cid not in live and mtime < cutoff]
         await s.blocks.delete_many(doomed)
         return {"removed": len(doomed), "kept": len(candidates) - len(doomed)}

@@ -11,6 +11,11 @@ import subprocess
 import time
 
 
+import pytest
+
+from daemon.blocks import Block
+from daemon.errors import Conflict
+
 from .process import MEDVAULT, ROOT, run, run_json
 
 MiB = 1024 * 1024
@@ -104,3 +109,19 @@ def test_a_second_daemon_and_reindex_refuse_a_data_dir_in_use(node):
     reindex = run("reindex", "--data-dir", data_dir, check=False, timeout=60)
     assert reindex.returncode != 0 and b"stop it before" in reindex.stderr
     assert run_json("search", "--data-dir", data_dir)["items"] == []  # the running daemon is untouched
+
+
+async def test_gc_refuses_a_lost_index_but_not_uploads_in_flight(api):
+    """Blocks and no pins: a lost index (reindex first), unless every such block
+    belongs to an upload still in flight (the first uploads on a new node)."""
+    garbage, services = api.vault.garbage, api.vault.services
+    async with services.upload(object()):  # an upload has stored a block but not committed yet
+        await api.vault.blocks.put_many([Block.raw(b"in flight")])
+        assert (await garbage.collect(0))["removed"] == 0
+    record = await api.put(b"kept", "text/plain")
+    await api.vault.db.write(lambda conn: conn.execute("DELETE FROM pins"))  # the index lost its pin set
+    with pytest.raises(Conflict) as refused:
+        await garbage.collect(0)
+    assert refused.value.code == "index_empty"
+    content = await api.client.get(f"/v1/records/{record['id']}/content", headers=api.auth())
+    assert await content.read() == b"kept"
