@@ -1,6 +1,6 @@
 """Search latency at scale: p50/p99 per query shape over a realistic index.
 
-    python bench/search.py --records 1000000 [--json FILE] [--runs 40]
+    python bench/search.py --records 1000000 [--json FILE] [--runs 40] [--keep DIR]
 
 Builds a node (``medvault init`` layout) and bulk-loads ``--records``
 synthetic FHIR Observations: 100 records per patient, an owner envelope
@@ -13,6 +13,11 @@ touches blocks. Then each query shape runs ``--runs`` times through the
 engine (``vault.records.search``: parse, plan, run, render) and its answer
 is checked against one computed independently in Python from the
 generated data; a wrong answer exits 1. Prints a table; asserts no time.
+
+``--keep DIR`` keeps the built node in DIR and reuses it on the next run
+with the same ``--records`` (the data is generated from fixed seeds), so
+a change to the planner or a new migration is measured without another
+ten-minute build: opening the node applies any new migration first.
 """
 from __future__ import annotations
 
@@ -78,6 +83,11 @@ def node_index(data_dir: str) -> tuple[str, bytes]:
     return config.index_path, index_key(unlock(config))
 
 
+def granted_rows(count: int) -> set[int]:
+    """The records granted to the clinician (fixed seed: the same on every run)."""
+    return set(random.Random(11).sample(range(count), min(GRANTS, count)))
+
+
 def load(index: tuple[str, bytes], owner: str, clinician: str, patients: list[str], rows: list[dict]) -> list[int]:
     """Writes every row as an ingest commit would; returns the records granted to the clinician."""
     conn = connect(*index)
@@ -85,8 +95,7 @@ def load(index: tuple[str, bytes], owner: str, clinician: str, patients: list[st
     # fsync per commit (the bench's index is thrown away; ingest keeps FULL).
     conn.execute("PRAGMA cache_size = -2000000")
     conn.execute("PRAGMA synchronous = OFF")
-    rng = random.Random(11)
-    granted = set(rng.sample(range(len(rows)), min(GRANTS, len(rows))))
+    granted = granted_rows(len(rows))
     now = "2026-01-01T00:00:00.000Z"
     conn.execute("BEGIN")
     for row in rows:
@@ -162,17 +171,33 @@ def row_number(record_id: str) -> int:
     return int(record_id.translate(str.maketrans("abcdefghij", "0123456789")))
 
 
+async def build(data_dir: str, patients: list[str], rows: list[dict], clinician: str,
+                keep: str | None) -> tuple[str, float | None]:
+    """(the owner's did, build seconds or None when a kept node was reused)."""
+    marker = os.path.join(data_dir, "bench-built.json")
+    if keep and os.path.exists(marker):
+        with open(marker) as handle:
+            built = json.load(handle)
+        if built["records"] == len(rows):
+            return built["owner"], None
+        shutil.rmtree(data_dir)
+    info = await init_data_dir(Config(data_dir=data_dir))
+    started = time.perf_counter()
+    load(node_index(data_dir), info["did"], clinician, patients, rows)
+    build_s = time.perf_counter() - started
+    with open(marker, "w") as handle:
+        json.dump({"records": len(rows), "owner": info["did"], "build_seconds": round(build_s, 1)}, handle)
+    return info["did"], build_s
+
+
 async def measure(args) -> dict:
-    work = tempfile.mkdtemp(prefix="mv-search-")
+    work = args.keep or tempfile.mkdtemp(prefix="mv-search-")
     try:
         data_dir = os.path.join(work, "node")
-        info = await init_data_dir(Config(data_dir=data_dir))
-        owner = info["did"]
         patients, rows = generate(args.records)
         clinician = fake_did(random.Random(99))
-        started = time.perf_counter()
-        granted = set(load(node_index(data_dir), owner, clinician, patients, rows))
-        build_s = time.perf_counter() - started
+        owner, build_s = await build(data_dir, patients, rows, clinician, args.keep)
+        granted = granted_rows(len(rows))
         size = sum(os.path.getsize(os.path.join(data_dir, f)) for f in os.listdir(data_dir)
                    if f.startswith("index.sqlite"))
         vault = await open_vault(Config.load(data_dir))
@@ -211,10 +236,11 @@ async def measure(args) -> dict:
                                   "rows": len(got)}
         finally:
             await close_vault(vault)
-        return {"records": args.records, "build_seconds": round(build_s, 1), "index_bytes": size,
-                "shapes": results, "wrong": wrong}
+        return {"records": args.records, "build_seconds": None if build_s is None else round(build_s, 1),
+                "index_bytes": size, "shapes": results, "wrong": wrong}
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> int:
@@ -222,9 +248,11 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--keep", metavar="DIR", help="keep the built node here and reuse it next time")
     args = parser.parse_args()
     report = asyncio.run(measure(args))
-    print(f"records {report['records']:,}; built in {report['build_seconds']} s; "
+    built = "reused a kept build" if report["build_seconds"] is None else f"built in {report['build_seconds']} s"
+    print(f"records {report['records']:,}; {built}; "
           f"index {report['index_bytes'] / 1e6:.0f} MB on disk; goal p99 <= 20 ms")
     print(f"{'shape':<16}{'p50 ms':>9}{'p99 ms':>9}{'rows':>7}")
     for name, figures in report["shapes"].items():

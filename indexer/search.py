@@ -29,6 +29,10 @@ from .sql import sqlite3
 SMALL = 500  # a source this small (or smaller) is always gathered and sorted
 LARGE = 5000  # up to this, gathering beats walking unless the walk needs no other filter
 _WIDE_MS = 24 * 3600 * 1000  # date ranges longer than a day are found through the records_wide index
+# Every column a candidate's checks read (access, type, dates, keyset) is in
+# this narrow index (schema m005), so a candidate costs one entry among many
+# on a page rather than a random read of its wide record row.
+_PROBE = "records r INDEXED BY records_probe"
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,7 @@ class _Builder:
             for i, group in enumerate(getattr(q, attr)):
                 parts = [f"SELECT t.seq FROM search_terms t WHERE {self.term_match('t', kind, term)}" for term in group]
                 sql = " UNION ALL ".join(parts)
-                walk = (f"search_terms w JOIN records r ON r.seq = w.seq WHERE {self.term_match('w', kind, group[0])}"
+                walk = (f"search_terms w JOIN {_PROBE} ON r.seq = w.seq WHERE {self.term_match('w', kind, group[0])}"
                         f" ORDER BY w.seq DESC" if len(group) == 1 else None)
                 found.append((f"{kind}{i}", sql, sql, walk))
         for i, group in enumerate(q.types):
@@ -148,7 +152,7 @@ class _Builder:
         if q.text and fts_query(q.text):
             text = self.text()
             sql = f"SELECT rowid AS seq FROM records_fts WHERE records_fts MATCH {text}"
-            found.append(("text", sql, sql, f"records_fts w JOIN records r ON r.seq = w.rowid"
+            found.append(("text", sql, sql, f"records_fts w JOIN {_PROBE} ON r.seq = w.rowid"
                                             f" WHERE w.records_fts MATCH {text} ORDER BY w.rowid DESC"))
         window = _window(q.dates)
         if window is not None:
@@ -177,8 +181,19 @@ def _window(conditions: list[tuple[str, int, int]]) -> tuple[int, int] | None:
     return (low, high) if low is not None and high is not None else None
 
 
-def _estimate(conn: sqlite3.Connection, sql: str, params: dict) -> int:
-    return conn.execute(f"SELECT COUNT(*) FROM ({sql} LIMIT {LARGE + 1})", params).fetchone()[0]
+def _estimate(conn: sqlite3.Connection, sql: str, params: dict, cap: int) -> int:
+    return conn.execute(f"SELECT COUNT(*) FROM ({sql} LIMIT {cap + 1})", params).fetchone()[0]
+
+
+def _sizes(conn: sqlite3.Connection, sources: list, params: dict) -> list[int]:
+    """Each source's size, exact up to SMALL and bounded by LARGE. Counting
+    every source to LARGE costs a few milliseconds each at a million records,
+    so all are counted to SMALL first: when one is that small it drives the
+    plan whatever the others' sizes, and they need no closer count."""
+    sizes = [_estimate(conn, count_sql, params, SMALL) for _, count_sql, _, _ in sources]
+    if min(sizes) <= SMALL:
+        return sizes
+    return [_estimate(conn, count_sql, params, LARGE) for _, count_sql, _, _ in sources]
 
 
 def plan(conn: sqlite3.Connection, query: Query) -> tuple[str, str, dict]:
@@ -186,8 +201,9 @@ def plan(conn: sqlite3.Connection, query: Query) -> tuple[str, str, dict]:
     b = _Builder(query)
     filters = b.filters()
     limit = b.name(query.limit + 1)
-    sources = [(name, _estimate(conn, count_sql, b.params), sql, walk)
-               for name, count_sql, sql, walk in b.sources()]
+    found = b.sources()
+    sources = [(name, size, sql, walk)
+               for (name, _, sql, walk), size in zip(found, _sizes(conn, found, b.params))]
     name, size, sql, _ = min(sources, key=lambda source: source[1])
 
     def where(driver: str) -> str:  # "code0@date" implies code0 (its dates are checked exactly)
@@ -202,7 +218,7 @@ def plan(conn: sqlite3.Connection, query: Query) -> tuple[str, str, dict]:
         (_walk_of(sources, name) is not None and conditions == [name])  # its own index, nothing else to check
         or (not conditions and size * 4 >= _records(conn)))  # the caller reads a good share of every page
     if size <= SMALL or (size <= LARGE and not streams):
-        return (f"set:{_kind(name)}", f"WITH cand(seq) AS MATERIALIZED ({sql}) {select} FROM cand JOIN records r"
+        return (f"set:{_kind(name)}", f"WITH cand(seq) AS MATERIALIZED ({sql}) {select} FROM cand JOIN {_PROBE}"
                                       f" ON r.seq = cand.seq WHERE {where(name)} ORDER BY {b.order()}"
                                       f" LIMIT {limit}", b.params)
     walkable = [source for source in sources if source[3] is not None]
@@ -213,7 +229,7 @@ def plan(conn: sqlite3.Connection, query: Query) -> tuple[str, str, dict]:
         return (f"walk:{_kind(name)}", f"{select} FROM {head} WHERE {cond} AND {where(name)}"
                                        f" ORDER BY {order} LIMIT {limit}", b.params)
     if query.sort == "-seq":
-        return ("walk:seq", f"{select} FROM records r NOT INDEXED WHERE {where('')} ORDER BY r.seq DESC"
+        return ("walk:seq", f"{select} FROM {_PROBE} WHERE {where('')} ORDER BY r.seq DESC"
                             f" LIMIT {limit}", b.params)
     return ("walk:date", f"{select} FROM records r INDEXED BY idx_records_date_lo_seq WHERE {where('')}"
                          f" ORDER BY {b.order()} LIMIT {limit}", b.params)

@@ -198,9 +198,9 @@ def big_index(tmp_path_factory):
 
 
 @pytest.mark.parametrize("who, items, strategy, uses", [
-    # a two-column seek per record; SQLite 3.53 (SQLCipher) takes (recipient, record_id), 3.40 (recipient, manifest)
-    ("owner", [], "walk:seq", "SEARCH e EXISTS USING INDEX idx_envelopes_recipient_"),
-    ("clinician", [], "set:envelopes", "idx_envelopes_recipient_manifest (recipient=?)"),
+    # access per candidate from one covering entry each (schema m005), never the record or envelope row
+    ("owner", [], "walk:seq", "SEARCH e EXISTS USING COVERING INDEX envelopes_access (recipient=? AND manifest=?"),
+    ("clinician", [], "set:envelopes", "envelopes_access (recipient=?)"),
     ("patient", [], "set:envelopes", "idx_records_cid"),
     ("owner", [("code", "1000-0")], "walk:code", "search_terms_value (kind=? AND value=?)"),
     ("owner", [("code", "http://loinc.org|1000-0")], "walk:code", "search_terms_system"),
@@ -221,6 +221,8 @@ def test_plans_start_from_the_smallest_set(big_index, who, items, strategy, uses
     assert uses in " | ".join(steps)
     if chosen.startswith("set:"):  # never a walk over the records table
         assert not [s for s in steps if s in ("SCAN r", "SCAN records") or s.startswith("SCAN r USING")]
+    assert "USING COVERING INDEX records_probe" in " | ".join(steps) or chosen == "walk:date"
+    assert not [s for s in steps if s.startswith("SEARCH e") and "COVERING INDEX envelopes_access" not in s]
 
 
 def test_bench_builds_an_index_and_every_shape_answers_right(tmp_path):
