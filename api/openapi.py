@@ -23,7 +23,7 @@ from .params import body_schema, query_parameters
 _REASONS = {400: "bad input", 401: "no or bad token", 403: "scope or access denied",
             404: "unknown (or not readable by the caller)", 409: "conflict", 413: "too large",
             415: "bad media type", 416: "range not satisfiable", 422: "invalid record",
-            502: "backend integrity error", 503: "backend unavailable",
+            502: "backend integrity error, or the backend answered with an error", 503: "backend unavailable",
             504: "not_found_on_network: no peer answered for a block within the fetch timeout",
             507: "out of space"}
 _AUTH = (401, 403)

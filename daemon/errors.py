@@ -58,6 +58,13 @@ class BackendUnavailable(VaultError):
     code = "backend_unavailable"
 
 
+class BackendFailed(VaultError):
+    """Kubo or the Cluster answered a well-formed request with an error: the
+    gateway's upstream failed (502), not the client (4xx) and not us (500)."""
+
+    code = "backend_error"
+
+
 class BlockNotFound(VaultError):
     code = "block_not_found"
 

@@ -142,3 +142,20 @@ async def test_reconciler_confirms_and_repins_in_kubo(kubo_api, kubo):
     resp = await kubo_api.client.get(f"/v1/pins/{record['cid']}", headers=kubo_api.auth())
     detail = await resp.json()
     assert detail["status"] == "pinned" and detail["actual"]["replicas"] == 1
+
+
+async def test_an_error_kubo_answers_is_a_502_not_a_500(kubo):
+    """Kubo answering a request with an error is the upstream failing: 502
+    ``backend_error`` with Kubo's reason, never a 500 from us."""
+    from api.errors import status_of
+    from daemon.blockstore.kubo import KuboRpc
+    from daemon.errors import BackendFailed
+
+    rpc = KuboRpc(kubo.api_url)
+    try:
+        with pytest.raises(BackendFailed) as refused:
+            await rpc.request("POST", "/block/stat", "block_stat", params={"arg": "not-a-cid"})
+    finally:
+        await rpc.close()
+    assert status_of(refused.value) == 502 and refused.value.code == "backend_error"
+    assert "kubo refused the request" in refused.value.message

@@ -14,15 +14,13 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
-from ..errors import BackendUnavailable, InsufficientStorage, VaultError
+from ..errors import BackendFailed, BackendUnavailable, InsufficientStorage, VaultError
 
 _NO_SPACE = "no space left on device"  # Go's text for ENOSPC, as Kubo and Cluster pass it on
 
 
-class BackendError(VaultError):
+class BackendError(BackendFailed):
     """The backend answered with an error (not a transport failure)."""
-
-    code = "backend_error"
 
     def __init__(self, message: str, status: int):
         super().__init__(message)
