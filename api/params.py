@@ -51,8 +51,15 @@ def _parse_value(name: str, spec: Arg, value, from_text: bool):
 
 def parse_query(cls, request: web.Request):
     """The query string as ``cls``: each known parameter parsed, a repeated one
-    refused unless it is a list, a missing required one refused."""
+    refused unless it is a list, a missing required one refused, and an
+    unknown one refused by name (a misspelt filter silently ignored would
+    answer a different question than the one asked)."""
     query = request.query
+    known = {name for name, _ in _args(cls)}
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0][:64]!r}; this endpoint takes "
+                         f"{', '.join(sorted(known)) or 'none'}", "unknown_parameter")
     values = {}
     for name, spec in _args(cls):
         given = query.getall(name, [])

@@ -263,3 +263,13 @@ async def test_gc_parameters_are_checked(api, query, code):
 async def test_gc_with_checked_parameters_runs(api):
     resp = await api.client.post("/v1/admin/gc?grace=0.5&force=true", headers=api.auth())
     assert resp.status == 200 and set(await resp.json()) == {"removed", "kept"}
+
+
+async def test_an_unknown_query_parameter_is_refused_by_name(api):
+    """A misspelt parameter (``limt`` for ``limit``) must not be silently
+    ignored: the caller would get an answer to another question."""
+    response = await api.client.get("/v1/audit", params={"limt": "5"}, headers=api.auth())
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "unknown_parameter" and "'limt'" in error["message"]
+    assert (await api.client.get("/v1/audit", params={"limit": "5"}, headers=api.auth())).status == 200
