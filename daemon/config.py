@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from .crypto import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from .manifest import MAX_LINKS
 from .fsutil import atomic_write
+from .padding import DEFAULT_BUCKETS, check_buckets
 
 CONFIG_FILE = "config.json"
 DEFAULT_LISTEN = "127.0.0.1:7420"
@@ -29,6 +30,8 @@ class Config:
     max_fhir_bytes: int = 16 * 1024 ** 2
     max_car_bytes: int = 4 * 1024 ** 3  # a CAR import above this is 413 (it is spooled to disk while verified)
     link_fanout: int = MAX_LINKS  # links per manifest/link block; smaller only to test deep trees
+    # Size buckets a record's sealed stream is padded to (daemon/padding.py); [] turns padding off.
+    pad_buckets: list[int] = field(default_factory=lambda: list(DEFAULT_BUCKETS))
     ingest_concurrency: int = 4
     read_prefetch: int = 4
     replication_min: int = 2
@@ -73,6 +76,7 @@ class Config:
             raise ValueError(f"chunk_size must be between 1024 and {MAX_CHUNK_SIZE}")
         if not 2 <= self.link_fanout <= MAX_LINKS:
             raise ValueError(f"link_fanout must be between 2 and {MAX_LINKS}")
+        check_buckets(self.pad_buckets)
         if self.grant_policy not in ("patient_or_author", "patient"):
             raise ValueError("grant_policy must be patient_or_author or patient")
         if not 0 < self.fetch_timeout <= 3600:
