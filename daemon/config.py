@@ -9,6 +9,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
+from .audit_anchor import MAX_ENTRIES
 from .crypto import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from .manifest import MAX_LINKS
 from .fsutil import atomic_write
@@ -51,6 +52,10 @@ class Config:
     reserve_bytes: int = 8 * 1024 ** 2  # kept in a file, given back so an erase can run on a full disk
     grant_policy: str = "patient_or_author"  # or "patient": only the record's patient may grant
     emergency_minutes: int = 60  # how long break-glass access lasts
+    # The audit chain is anchored (daemon/anchors.py) every this many entries,
+    # or once its oldest unanchored entry is this many minutes old.
+    audit_anchor_every: int = 100
+    audit_anchor_minutes: float = 10.0
     master_key: dict = field(default_factory=dict)
 
     @property
@@ -89,6 +94,10 @@ class Config:
             raise ValueError("max_connections must be at least 1")
         if self.min_free_bytes < 0 or self.reserve_bytes < 0:
             raise ValueError("min_free_bytes and reserve_bytes must not be negative")
+        if not 1 <= self.audit_anchor_every <= MAX_ENTRIES:
+            raise ValueError(f"audit_anchor_every must be between 1 and {MAX_ENTRIES}")
+        if not 0 < self.audit_anchor_minutes <= 7 * 24 * 60:
+            raise ValueError("audit_anchor_minutes must be between 0 and 10080 (a week)")
         if not 1 <= self.replication_min <= self.replication_max:
             raise ValueError("replication_min must be at least 1 and at most replication_max")
         return self

@@ -10,6 +10,7 @@ dependency is visible at one call and each can be swapped or tested alone.
 - ``imports``  Imports: share tokens, CAR import and export
 - ``pins``     PinAdmin: what operators see and do about pins
 - ``admin``    Admin: principals, tokens, the audit log
+- ``anchors``  AuditAnchors: the audit chain anchored in pinned blocks, and its verification
 - ``garbage``  GarbageCollector: unreferenced blocks of the local store
 
 The HTTP layer checks scopes and hands a component a ``Caller``. The Vault
@@ -25,6 +26,7 @@ from indexer.sql import sqlite3
 
 from .access import AccessPolicy
 from .admin import Admin
+from .anchors import AuditAnchors
 from .errors import VaultError
 from .garbage import GarbageCollector
 from .importer import Imports
@@ -40,7 +42,7 @@ log = logging.getLogger("medvault.vault")
 
 class Vault:
     def __init__(self, services: Services, *, access: AccessPolicy, records: Records, sharing: Sharing,
-                 imports: Imports, pins: PinAdmin, admin: Admin, garbage: GarbageCollector):
+                 imports: Imports, pins: PinAdmin, admin: Admin, anchors: AuditAnchors, garbage: GarbageCollector):
         self.services = services
         self.access = access
         self.records = records
@@ -48,6 +50,7 @@ class Vault:
         self.imports = imports
         self.pins = pins
         self.admin = admin
+        self.anchors = anchors
         self.garbage = garbage
         self.config, self.db, self.keys = services.config, services.db, services.keys
         self.blocks, self.pinner, self.metrics = services.blocks, services.pinner, services.metrics
@@ -73,12 +76,14 @@ class Vault:
         return task
 
     def start_background(self) -> list[asyncio.Task]:
-        """Long-running tasks the daemon owns: the pin reconciler and the loop-lag monitor."""
+        """Long-running tasks the daemon owns: the pin reconciler, the audit
+        anchor writer and the loop-lag monitor."""
         cfg = self.config
         reconciler = Reconciler(self.db, self.pinner, self.metrics, interval=cfg.reconcile_interval,
                                 verify_interval=cfg.verify_interval)
         self.services.reconciler = reconciler
         return [self.watch(asyncio.create_task(reconciler.run(), name="reconciler")),
+                self.watch(asyncio.create_task(self.anchors.run(), name="audit-anchors")),
                 self.watch(asyncio.create_task(watch_loop_lag(self.metrics.loop_lag), name="loop-lag")),
                 self.watch(asyncio.create_task(self.services.off_process(int), name="worker-warm-up"))]
 
