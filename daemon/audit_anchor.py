@@ -78,14 +78,21 @@ def row_entry(row: dict) -> list:
             row["hash"]]
 
 
-def build_anchor(prev: Cid | None, rows: list[dict], prev_head: str, node: Principal, owner_did: str) -> Block:
-    """Seals audit ``rows`` (consecutive, after ``prev_head``) to the owner, signed by ``node``."""
+def _sealed_box(plaintext: bytes, recipient_did: str) -> bytes:
+    return SealedBox(box_public_key_of(recipient_did)).encrypt(plaintext)
+
+
+def build_anchor(prev: Cid | None, rows: list[dict], prev_head: str, node: Principal, owner_did: str,
+                 seal=_sealed_box) -> Block:
+    """Seals audit ``rows`` (consecutive, after ``prev_head``) to the owner,
+    signed by ``node``. ``seal`` is only replaced by the test vectors (a
+    fixed ephemeral key, so they reproduce)."""
     entries = [row_entry(r) for r in rows]
     first = entries[0][0]
     sig = node.sign(_signed(prev, node.did, first, prev_head, entries))
     inner = dag_cbor.encode({"node": node.did, "first": first, "prev_head": prev_head, "entries": entries,
                              "sig": sig})
-    box = SealedBox(box_public_key_of(owner_did)).encrypt(inner)
+    box = seal(inner, owner_did)
     return Block.dag_cbor({"v": ANCHOR_VERSION, "prev": None if prev is None else prev.to_link(), "box": box})
 
 

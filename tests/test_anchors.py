@@ -14,7 +14,7 @@ import pytest
 
 from daemon import timeutil
 from daemon.anchors import POINTER_FILE, anchor_keys, write_pointer
-from daemon.audit_anchor import build_anchor, open_anchor
+from daemon.audit_anchor import build_anchor, follows, open_anchor
 from daemon.blocks import Block, FormatError
 from daemon.cid import Cid
 from daemon.config import Config
@@ -30,6 +30,41 @@ from .process import Daemon, run, run_json
 from .waiting import until
 
 EVERY = 3
+VECTORS = json.loads(open(os.path.join(os.path.dirname(__file__), "..", "docs", "vectors",
+                                       "audit-anchor-v1.json")).read())
+
+
+def _vector_keys() -> tuple[Principal, str]:
+    return Principal.from_seed("owner", bytes.fromhex(VECTORS["inputs"]["owner_seed"])), VECTORS["node_did"]
+
+
+def test_anchor_vectors_open_and_chain():
+    owner, node_did = _vector_keys()
+    first, second = (open_anchor(Cid.parse(a["cid"]), bytes.fromhex(a["hex"]), owner, node_did)
+                     for a in VECTORS["anchors"])
+    assert follows(first, None) and follows(second, first)
+    rows = VECTORS["inputs"]["rows"]
+    assert [list(e) for e in first.entries + second.entries] == [
+        [r["seq"], r["time"], r["actor"], r["action"], r["record"], r["outcome"], r["detail"], r["hash"]]
+        for r in rows]
+    for anchor in VECTORS["anchors"]:
+        data = bytes.fromhex(anchor["hex"])
+        assert set(dag_cbor.decode(data)) == {"v", "prev", "box"}
+        for needle in (node_did, owner.did, rows[0]["record"], "did:key", "write"):
+            assert needle.encode() not in data
+
+
+@pytest.mark.parametrize("vector", VECTORS["negative"], ids=lambda v: v["name"])
+def test_anchor_negative_vectors_are_refused(vector):
+    owner, node_did = _vector_keys()
+    cid, data = Cid.parse(vector["cid"]), bytes.fromhex(vector["hex"])
+    if vector["error"] == "chain":  # a valid anchor that is not the one after ``follows``
+        earlier = open_anchor(Cid.parse(VECTORS["anchors"][0]["cid"]), bytes.fromhex(VECTORS["anchors"][0]["hex"]),
+                              owner, node_did)
+        assert not follows(open_anchor(cid, data, owner, node_did), earlier)
+        return
+    with pytest.raises({"SignatureError": SignatureError, "FormatError": FormatError}[vector["error"]]):
+        open_anchor(cid, data, owner, node_did)
 
 
 @pytest.fixture
