@@ -54,6 +54,18 @@ def test_anchor_vectors_open_and_chain():
             assert needle.encode() not in data
 
 
+def test_every_single_byte_change_of_an_anchor_is_refused_cleanly():
+    """Blocks fetched back are hostile: any one-byte change (as a peer could
+    serve under a re-addressed CID) gives FormatError or SignatureError, never
+    another exception and never an anchor."""
+    owner, node_did = _vector_keys()
+    data = bytes.fromhex(VECTORS["anchors"][1]["hex"])
+    for i in range(len(data)):
+        changed = data[:i] + bytes([data[i] ^ 0x41]) + data[i + 1:]
+        with pytest.raises((FormatError, SignatureError)):
+            open_anchor(Cid.for_data(0x71, changed), changed, owner, node_did)
+
+
 @pytest.mark.parametrize("vector", VECTORS["negative"], ids=lambda v: v["name"])
 def test_anchor_negative_vectors_are_refused(vector):
     owner, node_did = _vector_keys()
@@ -319,3 +331,31 @@ def test_cli_audit_verify_names_the_first_rewritten_entry(tmp_path):
         assert report["ok"] is False and report["broken_at"] == 2 and report["anchors"]["status"] == "mismatch"
     finally:
         daemon.stop()
+
+
+async def test_reindex_on_kubo_restores_the_audit_history_from_pinned_anchors(tmp_path, kubo):
+    """On a real Kubo: anchors are pinned there, and with the index and the
+    pointer file both gone, reindex finds them in Kubo's pinset."""
+    from .conftest import make_node
+    vault, _ = await make_node(str(tmp_path / "n"), backend="kubo", ipfs_api=kubo.api_url,
+                               audit_anchor_every=EVERY)
+    for i in range(7):
+        await vault.services.audit(None, "test", None, "ok", {"i": i})
+    assert await vault.anchors.anchor_due(force=True) == 3
+    before = await vault.db.read(audit.rows, 1, 100)
+    anchors_before = await vault.db.read(lambda conn: {r[0] for r in conn.execute("SELECT cid FROM audit_anchors")})
+    assert anchors_before <= set(await vault.blocks.rpc.pin_ls())  # pinned in Kubo, not just stored
+    config = vault.config
+    await close_vault(vault)
+    os.unlink(os.path.join(config.data_dir, POINTER_FILE))
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(config.index_path + suffix):
+            os.unlink(config.index_path + suffix)
+    assert (await reindex(config))["audit_entries"] == len(before)
+    vault = await open_vault(config)
+    try:
+        assert (await vault.db.read(audit.rows, 1, len(before))) == before
+        result = await vault.anchors.verify()
+        assert result["ok"] and result["anchors"]["verified"] == 3
+    finally:
+        await close_vault(vault)
