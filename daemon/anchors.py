@@ -195,7 +195,7 @@ class AuditAnchors:
         mismatch, later, cid = None, None, latest
         while cid is not None:
             try:
-                anchor = open_anchor(cid, await s.blocks.get(cid), owner, node.did)
+                anchor = await s.off_loop(open_anchor, cid, await s.blocks.get(cid), owner, node.did)
             except VaultError:
                 return {**report, "status": "unreachable",
                         "error": f"anchor {report['verified'] + 1} back from the newest could not be fetched"}, None
