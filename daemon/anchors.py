@@ -183,7 +183,7 @@ class AuditAnchors:
             pointer = await asyncio.to_thread(read_pointer, s.config.data_dir, node.did)
         except PointerError as exc:
             return {**report, "status": "invalid", "error": str(exc)}, None
-        row = await s.db.read(anchor_rows.latest)
+        row = await s.db.read_long(anchor_rows.latest)  # verify stays off the request readers throughout
         known = [p for p in (pointer, row and (Cid.parse(row["cid"]), row["last_seq"])) if p]
         if not known:
             # Nothing anchored: fine for a young chain, not for one the writer should have anchored.
@@ -217,7 +217,7 @@ class AuditAnchors:
 
     async def _first_difference(self, anchor: Anchor) -> int | None:
         """The first seq the local rows differ from (or lack) in ``anchor``."""
-        local = await self._s.db.read(audit.rows, anchor.first, anchor.last)
+        local = await self._s.db.read_long(audit.rows, anchor.first, anchor.last)
         for i, entry in enumerate(anchor.entries):
             if i >= len(local) or tuple(row_entry(local[i])) != entry:
                 return anchor.first + i
