@@ -126,14 +126,18 @@ class AuditAnchors:
 
     async def _write(self, prev: Cid | None, rows: list[dict], prev_head: str) -> None:
         """Stores, pins and records one anchor; the pointer file last (a crash
-        before it leaves the pointer one anchor behind, which reindex handles)."""
+        before it leaves the pointer one anchor behind, which reindex handles).
+        Like an upload, it is refused while the disk is below ``min_free_bytes``
+        (the loop retries)."""
         s = self._s
         node, owner = anchor_keys(s.keys)
         block = await s.off_loop(build_anchor, prev, rows, prev_head, node, owner.did)
-        async with s.in_flight(block):  # garbage collection spares it until its pin job is committed
-            await s.blocks.put_many([block])
+        # As an upload: gc spares the block until its pin job commits, and a
+        # failure before that unpins and deletes it (no orphan pin in Kubo).
+        async with s.upload(block) as store:
+            await store.put_many([block])
             await s.blocks.sync()
-            await s.blocks.protect([block.cid])
+            await store.protect([block.cid])
             first_look = time.time() + s.config.verify_interval if s.pinner.pinned_on_protect else 0
             now = timeutil.now()
 
