@@ -38,6 +38,7 @@ from .services import Services
 from .sharing import Sharing
 
 log = logging.getLogger("medvault.vault")
+SHUTDOWN_ANCHOR_SECONDS = 10.0
 
 
 class Vault:
@@ -88,6 +89,12 @@ class Vault:
                 self.watch(asyncio.create_task(self.services.off_process(int), name="worker-warm-up"))]
 
     async def close(self) -> None:
+        if self._background:  # a daemon stopping cleanly anchors its audit tail first (bounded: a dead backend)
+            try:
+                await asyncio.wait_for(self.anchors.anchor_due(force=True), SHUTDOWN_ANCHOR_SECONDS)
+            except (asyncio.TimeoutError, VaultError, sqlite3.Error, OSError) as exc:
+                log.warning("the audit tail was not anchored at shutdown",
+                            extra={"error": getattr(exc, "code", type(exc).__name__)})
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

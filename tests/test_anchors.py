@@ -360,3 +360,20 @@ async def test_reindex_on_kubo_restores_the_audit_history_from_pinned_anchors(tm
         assert result["ok"] and result["anchors"]["verified"] == 3
     finally:
         await close_vault(vault)
+
+
+def test_a_clean_stop_anchors_the_tail_so_reindex_loses_nothing(tmp_path):
+    data_dir = str(tmp_path / "node")
+    run_json("init", "--data-dir", data_dir)
+    daemon = Daemon(data_dir, str(tmp_path / "daemon.log")).start()
+    try:
+        run_json("principal", "add", "a", "--data-dir", data_dir)
+        before = json.loads(run("audit", "verify", "--data-dir", data_dir).stdout)
+        assert before["anchors"]["status"] == "none" and before["count"] >= 1  # fewer than 100: not yet due
+    finally:
+        assert daemon.stop() == 0
+    index = Config.load(data_dir).index_path
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(index + suffix):
+            os.unlink(index + suffix)
+    assert run_json("reindex", "--data-dir", data_dir)["audit_entries"] == before["count"]
