@@ -112,7 +112,7 @@ _CAR = "application/vnd.ipld.car"
 
 
 def _schemas() -> dict:
-    pin = {"cid": S, "kind": {"type": "string", "enum": ["manifest", "envelope"]},
+    pin = {"cid": S, "kind": {"type": "string", "enum": ["manifest", "envelope", "anchor"]},
            "status": {"type": "string", "enum": list(PIN_STATUSES)}, "replicas": I, "replication_min": I,
            "replication_max": I, "attempts": I, "error": NS, "updated": S}
     record = {"id": S, "version": I, "cid": S, "patient": NS, "type": NS, "content_type": S, "title": NS,
@@ -135,7 +135,11 @@ def _schemas() -> dict:
         "Token": _obj({"token": S, "id": S, "principal": S, "scopes": _array(_ref("Scope")), "expires": NS}),
         "AuditEntry": _obj({"seq": I, "time": S, "actor": NS, "action": S, "record": NS, "outcome": S,
                             "detail": {"type": "object"}, "prev": S, "hash": S}),
-        "AuditVerify": _obj({"ok": B, "count": I, "head": S, "broken_at": {**I, "nullable": True}}),
+        "AuditVerify": _obj({"ok": B, "count": I, "head": S, "broken_at": {**I, "nullable": True},
+                             "anchors": _obj({
+                                 "status": {"type": "string",
+                                            "enum": ["ok", "none", "missing", "mismatch", "invalid", "unreachable"]},
+                                 "latest": NS, "verified": I, "anchored": I, "unanchored": I, "error": NS})}),
         "FhirBundle": {"type": "object", "required": ["resourceType", "type", "entry"], "properties": {
             "resourceType": {"type": "string", "enum": ["Bundle"]}, "type": S,
             "entry": _array({"type": "object"})}},

@@ -28,4 +28,4 @@ async def list_audit(request: web.Request) -> web.Response:
 @routes.get("/v1/audit/verify")
 @scope("operator")
 async def verify_audit(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[VAULT].admin.verify_audit())
+    return web.json_response(await request.app[VAULT].anchors.verify())

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Creates what the compose deployment needs and git must never hold: the
-# Cluster secret, the private swarm key, and the three Cluster identities
-# (so every peer can name the others in CLUSTER_PEERADDRESSES/--bootstrap).
+# Cluster secret, the private swarm key, the three Cluster identities
+# (so every peer can name the others in CLUSTER_PEERADDRESSES/--bootstrap)
+# and each medvault node's master-key passphrase (secrets/, handed to the
+# containers as Docker secrets; keep a copy: without it a node cannot open).
 # Uses the ipfs-cluster-service built by `make ipfs`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -21,4 +23,12 @@ umask 077
     echo "CLUSTER${i}_PEER_ID=$id"
   done
 } > "$here/.env"
-echo "make-env: wrote $here/.env and $here/identities/"
+mkdir -p "$here/secrets"
+for i in 0 1 2; do
+  od -vN 32 -An -tx1 /dev/urandom | tr -d ' \n' > "$here/secrets/medvault$i.passphrase"
+done
+# Compose bind-mounts file secrets with the host file's owner and mode: the
+# image's medvault user must be able to read them.
+chmod 0644 "$here/secrets/"*.passphrase
+chmod 0700 "$here/secrets"
+echo "make-env: wrote $here/.env, $here/identities/ and $here/secrets/"

@@ -89,13 +89,6 @@ class Admin:
             limit=limit))
         return {"items": items, "next": items[-1]["seq"] if len(items) == limit else None}
 
-    async def verify_audit(self) -> dict:
-        # A full scan: off the request readers, a page per read transaction.
-        state = await self._s.db.read_long(audit.verify_page, None)
-        while not state["done"]:
-            state = await self._s.db.read_long(audit.verify_page, state)
-        return audit.verification(state)
-
     async def auth_failed(self, code: str, actor: str | None) -> None:
         """Counts a refused authentication, and writes it to the audit chain
         at most AUTH_AUDIT_PER_MINUTE times a minute (a flood of bad tokens

@@ -132,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("cid", nargs="?")
     p.add_argument("--status", dest="filter", help="list only pins with this status")
 
+    p = sub.add_parser("audit", help="verify the audit chain against its anchors (operator); exit 1 if it fails")
+    p.add_argument("action", choices=("verify",))
+
     p = sub.add_parser("gc", help="delete blocks no pinned record refers to (local backend)")
     p.add_argument("--grace", type=float, default=None, help="seconds a new block is spared (default: config)")
     p.add_argument("--force", action="store_true", help="collect even when the index pins nothing")
@@ -294,6 +297,10 @@ async def _client_command(args) -> int:
                 print_json(await client.request("GET", f"/v1/pins/{args.cid}"))
             else:
                 print_json(await client.request("POST", f"/v1/pins/{args.cid}/recover"))
+        elif args.command == "audit":
+            result = await client.request("GET", "/v1/audit/verify")
+            print_json(result)
+            return 0 if result["ok"] else 1
         elif args.command == "token":
             scopes = [s for item in args.scope for s in item.split(",") if s]
             print_json(await client.request("POST", "/v1/tokens", json={

@@ -9,9 +9,11 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
+from .audit_anchor import MAX_ENTRIES
 from .crypto import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from .manifest import MAX_LINKS
 from .fsutil import atomic_write
+from .padding import DEFAULT_BUCKETS, check_buckets
 
 CONFIG_FILE = "config.json"
 DEFAULT_LISTEN = "127.0.0.1:7420"
@@ -29,6 +31,8 @@ class Config:
     max_fhir_bytes: int = 16 * 1024 ** 2
     max_car_bytes: int = 4 * 1024 ** 3  # a CAR import above this is 413 (it is spooled to disk while verified)
     link_fanout: int = MAX_LINKS  # links per manifest/link block; smaller only to test deep trees
+    # Size buckets a record's sealed stream is padded to (daemon/padding.py); [] turns padding off.
+    pad_buckets: list[int] = field(default_factory=lambda: list(DEFAULT_BUCKETS))
     ingest_concurrency: int = 4
     read_prefetch: int = 4
     replication_min: int = 2
@@ -48,6 +52,10 @@ class Config:
     reserve_bytes: int = 8 * 1024 ** 2  # kept in a file, given back so an erase can run on a full disk
     grant_policy: str = "patient_or_author"  # or "patient": only the record's patient may grant
     emergency_minutes: int = 60  # how long break-glass access lasts
+    # The audit chain is anchored (daemon/anchors.py) every this many entries,
+    # or once its oldest unanchored entry is this many minutes old.
+    audit_anchor_every: int = 100
+    audit_anchor_minutes: float = 10.0
     master_key: dict = field(default_factory=dict)
 
     @property
@@ -73,6 +81,7 @@ class Config:
             raise ValueError(f"chunk_size must be between 1024 and {MAX_CHUNK_SIZE}")
         if not 2 <= self.link_fanout <= MAX_LINKS:
             raise ValueError(f"link_fanout must be between 2 and {MAX_LINKS}")
+        check_buckets(self.pad_buckets)
         if self.grant_policy not in ("patient_or_author", "patient"):
             raise ValueError("grant_policy must be patient_or_author or patient")
         if not 0 < self.fetch_timeout <= 3600:
@@ -85,6 +94,10 @@ class Config:
             raise ValueError("max_connections must be at least 1")
         if self.min_free_bytes < 0 or self.reserve_bytes < 0:
             raise ValueError("min_free_bytes and reserve_bytes must not be negative")
+        if not 1 <= self.audit_anchor_every <= MAX_ENTRIES:
+            raise ValueError(f"audit_anchor_every must be between 1 and {MAX_ENTRIES}")
+        if not 0 < self.audit_anchor_minutes <= 7 * 24 * 60:
+            raise ValueError("audit_anchor_minutes must be between 0 and 10080 (a week)")
         if not 1 <= self.replication_min <= self.replication_max:
             raise ValueError("replication_min must be at least 1 and at most replication_max")
         return self

@@ -1,4 +1,4 @@
-"""Symmetric sealing of record content (format version 1).
+"""Symmetric sealing of record content (format versions 1 and 2).
 
 Chunks use XChaCha20-Poly1305-IETF under the version's data key (DEK) with
 the STREAM construction: nonce = 16-byte stream id ‖ 8-byte big-endian chunk
@@ -6,6 +6,9 @@ index, and associated data that binds the format version, the stream id, the
 index and a last-chunk flag. Reordered, spliced or truncated chunk lists
 therefore fail to open. The encrypted metadata field uses a random 24-byte
 nonce (XChaCha's nonce space makes random nonces safe) and its own domain.
+Format 2 (padded records) seals the same way under its own domains
+(``medvault/v2/...``), so a chunk or metadata field of one format never opens
+as the other.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from nacl.bindings import (
 )
 from nacl.exceptions import CryptoError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # envelopes, and the records written before padding
+PADDED_FORMAT = 2  # records whose stream is padded to a size bucket (daemon/padding.py)
 KEY_BYTES = 32
 STREAM_ID_BYTES = 16
 TAG_BYTES = 16
@@ -25,8 +29,8 @@ NONCE_BYTES = 24
 MAX_CHUNK_SIZE = 1024 * 1024 - TAG_BYTES  # ciphertext stays under 1 MiB
 DEFAULT_CHUNK_SIZE = 256 * 1024
 
-_CHUNK_DOMAIN = b"medvault/v1/chunk\x00"
-_META_DOMAIN = b"medvault/v1/meta\x00"
+_CHUNK_DOMAINS = {1: b"medvault/v1/chunk\x00", 2: b"medvault/v2/chunk\x00"}
+_META_DOMAINS = {1: b"medvault/v1/meta\x00", 2: b"medvault/v2/meta\x00"}
 
 
 class DecryptError(Exception):
@@ -45,31 +49,34 @@ def _chunk_nonce(stream_id: bytes, index: int) -> bytes:
     return stream_id + index.to_bytes(8, "big")
 
 
-def _chunk_aad(stream_id: bytes, index: int, last: bool) -> bytes:
-    return _CHUNK_DOMAIN + stream_id + index.to_bytes(8, "big") + (b"\x01" if last else b"\x00")
+def _chunk_aad(stream_id: bytes, index: int, last: bool, version: int) -> bytes:
+    return _CHUNK_DOMAINS[version] + stream_id + index.to_bytes(8, "big") + (b"\x01" if last else b"\x00")
 
 
-def seal_chunk(dek: bytes, stream_id: bytes, index: int, last: bool, plaintext: bytes) -> bytes:
-    return _aead_seal(bytes(plaintext), _chunk_aad(stream_id, index, last), _chunk_nonce(stream_id, index), dek)
+def seal_chunk(dek: bytes, stream_id: bytes, index: int, last: bool, plaintext: bytes, version: int = 1) -> bytes:
+    return _aead_seal(bytes(plaintext), _chunk_aad(stream_id, index, last, version), _chunk_nonce(stream_id, index),
+                      dek)
 
 
-def open_chunk(dek: bytes, stream_id: bytes, index: int, last: bool, ciphertext: bytes) -> bytes:
+def open_chunk(dek: bytes, stream_id: bytes, index: int, last: bool, ciphertext: bytes, version: int = 1) -> bytes:
     try:
-        return _aead_open(bytes(ciphertext), _chunk_aad(stream_id, index, last), _chunk_nonce(stream_id, index), dek)
+        return _aead_open(bytes(ciphertext), _chunk_aad(stream_id, index, last, version),
+                          _chunk_nonce(stream_id, index), dek)
     except CryptoError as exc:
         raise DecryptError(f"chunk {index} failed to open") from exc
 
 
-def seal_metadata(dek: bytes, stream_id: bytes, plaintext: bytes, nonce: bytes | None = None) -> bytes:
+def seal_metadata(dek: bytes, stream_id: bytes, plaintext: bytes, nonce: bytes | None = None,
+                  version: int = 1) -> bytes:
     """Returns nonce ‖ ciphertext; ``nonce`` is only fixed by the test vectors."""
     nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
-    return nonce + _aead_seal(plaintext, _META_DOMAIN + stream_id, nonce, dek)
+    return nonce + _aead_seal(plaintext, _META_DOMAINS[version] + stream_id, nonce, dek)
 
 
-def open_metadata(dek: bytes, stream_id: bytes, sealed: bytes) -> bytes:
+def open_metadata(dek: bytes, stream_id: bytes, sealed: bytes, version: int = 1) -> bytes:
     if len(sealed) < NONCE_BYTES + TAG_BYTES:
         raise DecryptError("metadata too short")
     try:
-        return _aead_open(sealed[NONCE_BYTES:], _META_DOMAIN + stream_id, sealed[:NONCE_BYTES], dek)
+        return _aead_open(sealed[NONCE_BYTES:], _META_DOMAINS[version] + stream_id, sealed[:NONCE_BYTES], dek)
     except CryptoError as exc:
         raise DecryptError("metadata failed to open") from exc

@@ -4,12 +4,14 @@ Memory stays bounded by the chunks in flight, whatever the record size: a
 chunk is handed to the CPU pool (PyNaCl and hashlib release the GIL, so
 sealing runs on every core) and the reader waits for a free slot before
 cutting the next one. One chunk is always held back until the next byte (or
-the end) arrives, because the last chunk's flag is part of its seal.
+the end) arrives, because the last chunk's flag is part of its seal. When the
+source ends, zeros are appended up to the size bucket (``pad_to``, format 2)
+and sealed like the rest, so chunk lengths reveal only the bucket.
 """
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -33,15 +35,16 @@ class SealedContent:
     size: int
     chunks: list[Cid]
     pending: list[Block]
+    padded: int | None = None  # the sealed stream's length when padded (format 2)
 
 
-def _seal_block(dek: bytes, stream_id: bytes, index: int, last: bool, plaintext: bytes) -> Block:
-    return Block.raw(crypto.seal_chunk(dek, stream_id, index, last, plaintext))
+def _seal_block(dek: bytes, stream_id: bytes, index: int, last: bool, plaintext: bytes, version: int) -> Block:
+    return Block.raw(crypto.seal_chunk(dek, stream_id, index, last, plaintext, version))
 
 
 async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStore, pool: Executor, *,
                       chunk_size: int, max_bytes: int, concurrency: int,
-                      stream_id: bytes | None = None) -> SealedContent:
+                      stream_id: bytes | None = None, pad_to: Callable[[int], int] | None = None) -> SealedContent:
     """Seals and stores every chunk of ``source``; returns their CIDs in order.
 
     Sealing runs on the CPU pool; one writer stores sealed chunks in batches
@@ -51,7 +54,10 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
     record. A record of a single chunk is left in ``pending`` so the
     small-record path stores all its blocks in one batch. On any failure the
     chunks already stored stay behind, unreferenced, for garbage collection.
+    With ``pad_to`` (size → padded length) the stream is padded and sealed as
+    format 2; without it, format 1.
     """
+    version = crypto.FORMAT_VERSION if pad_to is None else crypto.PADDED_FORMAT
     loop = asyncio.get_running_loop()
     stream_id = stream_id or crypto.new_stream_id()
     batch_size = max(1, store.batch_blocks)
@@ -87,9 +93,10 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
     async def process(index: int, last: bool, plaintext: bytes) -> Cid:
         try:
             if len(plaintext) <= _INLINE_BYTES:  # a thread hop costs more than sealing this
-                block = _seal_block(dek, stream_id, index, last, plaintext)
+                block = _seal_block(dek, stream_id, index, last, plaintext, version)
             else:
-                block = await loop.run_in_executor(pool, _seal_block, dek, stream_id, index, last, plaintext)
+                block = await loop.run_in_executor(pool, _seal_block, dek, stream_id, index, last, plaintext,
+                                                   version)
         except BaseException:
             slots.release()
             raise
@@ -124,19 +131,28 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
         tasks.append(asyncio.create_task(process(len(tasks), last, plaintext)))
 
     writers: list[asyncio.Task] = []  # started on the first block that needs it
-    size, buffer = 0, bytearray()
+    size, buffer, padded = 0, bytearray(), None
+
+    async def cut() -> None:
+        while len(buffer) > chunk_size:
+            chunk = bytes(buffer[:chunk_size])
+            del buffer[:chunk_size]
+            await submit(False, chunk)
+
     try:
         async for piece in source:
             size += len(piece)
             if size > max_bytes:
                 raise TooLarge(f"the record is larger than this node's limit of {max_bytes} bytes")
             buffer += piece
-            while len(buffer) > chunk_size:
-                chunk = bytes(buffer[:chunk_size])
-                del buffer[:chunk_size]
-                await submit(False, chunk)
+            await cut()
         if size == 0:
             raise BadRequest("the request body is empty", "empty_body")
+        if pad_to is not None:
+            padded = pad_to(size)
+            for start in range(size, padded, chunk_size):  # a chunk of zeros at a time: memory stays bounded
+                buffer += bytes(min(chunk_size, padded - start))
+                await cut()
         await submit(True, bytes(buffer))
         chunks = await asyncio.gather(*tasks)
         for _ in writers:
@@ -148,7 +164,7 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
             task.cancel()
         await asyncio.gather(*tasks, *writers, return_exceptions=True)
         raise
-    return SealedContent(stream_id, size, list(chunks), pending)
+    return SealedContent(stream_id, size, list(chunks), pending, padded)
 
 
 async def iterate_bytes(data: bytes, piece: int = 1024 * 1024) -> AsyncIterator[bytes]:

@@ -127,9 +127,11 @@ def _check_tree(size: int, chunk_size: int, depth: int, top_links: int, fanout: 
         raise FieldError("body.size", "does not match the manifest's chunk count")
 
 
-def check_body(body, chunk_size: int, depth: int, top_links: int, fanout: int) -> dict:
+def check_body(body, chunk_size: int, depth: int, top_links: int, fanout: int, padded: int | None = None) -> dict:
     """Returns ``body`` when it satisfies the schema and matches the manifest's
-    tree shape; raises MetadataError naming the first offending field."""
+    tree shape; raises MetadataError naming the first offending field. For a
+    padded record (format 2) the tree holds ``padded`` bytes, which must hold
+    ``size``: the padding cannot be negative."""
     try:
         strict.exact_map(body, "body", FIELDS, OPTIONAL_FIELDS)
         _matching(RECORD_ID, body["record"], "body.record", 26, "a 26-character base32 record id")
@@ -149,7 +151,9 @@ def check_body(body, chunk_size: int, depth: int, top_links: int, fanout: int) -
         _optional(strict.text, body["text"], "body.text", 0, MAX_TEXT)
         strict.did(body["author"], "body.author")
         strict.time(body["created"], "body.created")
-        _check_tree(size, chunk_size, depth, top_links, fanout)
+        if padded is not None and size > padded:
+            raise FieldError("body.size", "is larger than the manifest's padded length")
+        _check_tree(size if padded is None else padded, chunk_size, depth, top_links, fanout)
     except MetadataError:
         raise
     except FieldError as exc:

@@ -20,6 +20,7 @@ from .keystore import FileKeyStore
 from .masterkey import KeySource, create_master_key, index_key, load_master_key, storage
 from .access import AccessPolicy
 from .admin import Admin
+from .anchors import AuditAnchors
 from .garbage import GarbageCollector
 from .importer import Imports
 from .metrics import Metrics
@@ -114,7 +115,8 @@ def assemble(services: Services) -> Vault:
     writer = VersionWriter(services)
     return Vault(services, access=access, records=Records(services, access, writer),
                  sharing=Sharing(services, access, writer), imports=Imports(services, access),
-                 pins=PinAdmin(services), admin=Admin(services, access), garbage=GarbageCollector(services))
+                 pins=PinAdmin(services), admin=Admin(services, access), anchors=AuditAnchors(services),
+                 garbage=GarbageCollector(services))
 
 
 async def close_vault(vault: Vault) -> None:

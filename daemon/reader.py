@@ -1,5 +1,10 @@
 """Verified, streaming reads of a record's plaintext, with byte ranges.
 
+A padded record (format 2) holds ``manifest.padded`` bytes in its chunks:
+the record, then zeros. Counts and lengths are checked against that stream;
+the chunk holding the record's last byte must be zero after it; chunks of
+padding alone are never fetched by a read.
+
 Every block is hashed against its CID by the store and every chunk opened
 (authenticated) before any of its bytes are yielded, so no unverified byte is
 ever sent. Chunks ahead of the reader are prefetched, a bounded number at a
@@ -52,12 +57,13 @@ def expected_chunks(size: int, chunk_size: int) -> int:
 async def plaintext(manifest: Manifest, dek: bytes, size: int, store: BlockStore, pool: Executor,
                     start: int = 0, end: int | None = None, prefetch: int = 4) -> AsyncIterator[bytes]:
     """Yields plaintext bytes ``start``..``end`` (inclusive) of a record."""
-    cs = manifest.chunk_size
+    cs, stream = manifest.chunk_size, manifest.stream_length(size)
     chunks = await chunk_cids(manifest, store, pool)
-    if len(chunks) != expected_chunks(size, cs):
+    if len(chunks) != expected_chunks(stream, cs):
         raise IntegrityError("the record's chunk list does not match its size")
     end = size - 1 if end is None else end
     first, last = start // cs, end // cs
+    final = (size - 1) // cs  # the chunk holding the record's last byte
     loop = asyncio.get_running_loop()
 
     async def fetch(index: int) -> bytes:
@@ -65,14 +71,17 @@ async def plaintext(manifest: Manifest, dek: bytes, size: int, store: BlockStore
         last = index == len(chunks) - 1
         try:
             if len(data) <= _INLINE_BYTES:  # opening a small chunk costs less than the thread hop (and its GIL wait)
-                opened = crypto.open_chunk(dek, manifest.stream_id, index, last, data)
+                opened = crypto.open_chunk(dek, manifest.stream_id, index, last, data, manifest.version)
             else:
                 opened = await loop.run_in_executor(pool, crypto.open_chunk, dek, manifest.stream_id, index, last,
-                                                    data)
+                                                    data, manifest.version)
         except crypto.DecryptError:
             raise IntegrityError("a chunk of this record failed to authenticate") from None
-        if len(opened) != min(cs, size - index * cs):
+        if len(opened) != min(cs, stream - index * cs):
             raise IntegrityError("a chunk of this record has the wrong length")
+        tail = size - index * cs  # where the padding starts in the record's final chunk
+        if index == final and stream != size and opened.count(0, tail) != len(opened) - tail:
+            raise IntegrityError("the padding of this record is not zero")
         return opened
 
     window: deque[asyncio.Task] = deque()

@@ -6,8 +6,14 @@ manifest is fetched, opened and verified); one that does not may still carry
 a receipt for a local granter, which restores an outgoing grant. Principals
 come from the keystore. The old index file, if any, is kept beside the new
 one; tokens cannot be recovered (only their hashes were stored), so a fresh
-owner token is written to owner.token. The audit chain starts again with a
-``reindex`` entry.
+owner token is written to owner.token.
+
+The audit chain comes back from its anchors (daemon/anchors.py): pinned
+anchor blocks are opened with the owner's key and checked against the node's
+signature, the newest complete chain (from the pointer file, else the
+pinned anchors) is written back entry for entry, and its anchors are pinned
+again. Entries after the newest anchor were never anchored and are lost;
+without any anchor the chain starts again. A ``reindex`` entry follows.
 """
 from __future__ import annotations
 
@@ -15,12 +21,14 @@ import logging
 import os
 import time
 
-from indexer import audit, pins, principals as principal_rows, records
+from indexer import anchors as anchor_rows, audit, pins, principals as principal_rows, records
 from indexer.sql import sqlite3
 
 from . import crypto, timeutil
 from .auth import SCOPES, issue_token
 from .blocks import FormatError, decode_node
+from .anchors import PointerError, anchor_keys, read_pointer, recover_chain, write_pointer
+from .audit_anchor import is_anchor, open_anchor
 from .blockstore.kubo import KuboBlockStore
 from .cid import DAG_CBOR, Cid
 from .config import Config
@@ -53,12 +61,18 @@ async def reindex(config: Config, source: KeySource | None = None) -> dict:
         locals_ = vault.keys.principals()
         opened: dict[str, list] = {}  # record id -> [(version, manifest cid, body, envelope row)]
         receipts = []
+        node_key, owner_key = anchor_keys(vault.keys)
+        found_anchors = {}
         for root in await _roots(vault):
             try:
                 data = await vault.blocks.get(root)
-                if "box" not in decode_node(root, data):
+                node = decode_node(root, data)
+                if is_anchor(node):
+                    found_anchors[root] = open_anchor(root, data, owner_key, node_key.did)
+                    continue
+                if "box" not in node:
                     continue  # a manifest or link block, reached through its envelopes
-            except FormatError:
+            except (FormatError, SignatureError):
                 continue
             for principal in locals_:
                 try:
@@ -91,11 +105,23 @@ async def reindex(config: Config, source: KeySource | None = None) -> dict:
                                  "version": body["version"], "recipient": receipt.recipient, "granter": granter,
                                  "role": "patient" if receipt.recipient == body.get("patient") else "grant",
                                  "granted": receipt.granted, "expires": receipt.expires})
+        try:
+            pointer = read_pointer(config.data_dir, node_key.did)
+        except PointerError:
+            log.warning("the audit anchor pointer file does not verify; using the pinned anchors")
+            pointer = None
+        chain = await recover_chain(found_anchors, pointer, vault.blocks.get, owner_key, node_key.did)
         now = timeutil.now()
         cfg = vault.config
         status, replicas = ("pinned", 1) if vault.pinner.pinned_on_protect else ("queued", 0)
 
         def commit(conn: sqlite3.Connection) -> None:
+            audit.restore(conn, [entry for anchor in chain for entry in anchor.entries])
+            for anchor in chain:
+                anchor_rows.add(conn, str(anchor.cid), None if anchor.prev is None else str(anchor.prev),
+                                anchor.first, anchor.last, anchor.head, now)
+                pins.want(conn, str(anchor.cid), None, "anchor", cfg.replication_min, cfg.replication_max, now,
+                          status, replicas)
             for principal in locals_:
                 principal_rows.add_principal(conn, principal.did, principal.name, "principal", now)
             for node_key in vault.keys.principals(role="node"):
@@ -123,14 +149,17 @@ async def reindex(config: Config, source: KeySource | None = None) -> dict:
                 pins.want(conn, envelope["cid"], envelope["record_id"], "envelope", cfg.replication_min,
                           cfg.replication_max, now, status, replicas)
             audit.append(conn, now, None, "reindex", None, "ok",
-                         {"records": len(opened), "outgoing_grants": len(outgoing)})
+                         {"records": len(opened), "outgoing_grants": len(outgoing),
+                          "audit_restored": chain[-1].last if chain else 0})
 
         await vault.db.write(commit)
+        if chain:
+            write_pointer(config.data_dir, node_key, chain[-1].cid, chain[-1].last)
         owner = next((p for p in locals_ if p.name == "owner"), None)
         if owner is not None:
             _, token = await issue_token(vault.db, owner.did, list(SCOPES), None)
             atomic_write(os.path.join(config.data_dir, OWNER_TOKEN_FILE), token.encode() + b"\n", 0o600)
         return {"records": len(opened), "envelopes": sum(len(v) for v in opened.values()) + len(outgoing),
-                "seconds": round(time.perf_counter() - started, 2)}
+                "audit_entries": chain[-1].last if chain else 0, "seconds": round(time.perf_counter() - started, 2)}
     finally:
         await close_vault(vault)

@@ -144,9 +144,9 @@ class Services:
         """The pin status a freshly protected root starts with."""
         return ("pinned", 1) if self.pinner.pinned_on_protect else ("queued", 0)
 
-    def want_pins(self, conn: sqlite3.Connection, roots: list[tuple[str, str]], record_id: str, now: str,
+    def want_pins(self, conn: sqlite3.Connection, roots: list[tuple[str, str]], record_id: str | None, now: str,
                   first_look: float = 0) -> None:
-        """Desired pins for (cid, kind) roots, in the caller's transaction."""
+        """Desired pins for (cid, kind) roots, in the caller's transaction (no record: an audit anchor)."""
         status, replicas = self.initial_pin
         cfg = self.config
         for cid, kind in roots:

@@ -10,6 +10,7 @@ dependency is visible at one call and each can be swapped or tested alone.
 - ``imports``  Imports: share tokens, CAR import and export
 - ``pins``     PinAdmin: what operators see and do about pins
 - ``admin``    Admin: principals, tokens, the audit log
+- ``anchors``  AuditAnchors: the audit chain anchored in pinned blocks, and its verification
 - ``garbage``  GarbageCollector: unreferenced blocks of the local store
 
 The HTTP layer checks scopes and hands a component a ``Caller``. The Vault
@@ -25,6 +26,7 @@ from indexer.sql import sqlite3
 
 from .access import AccessPolicy
 from .admin import Admin
+from .anchors import AuditAnchors
 from .errors import VaultError
 from .garbage import GarbageCollector
 from .importer import Imports
@@ -36,11 +38,12 @@ from .services import Services
 from .sharing import Sharing
 
 log = logging.getLogger("medvault.vault")
+SHUTDOWN_ANCHOR_SECONDS = 10.0
 
 
 class Vault:
     def __init__(self, services: Services, *, access: AccessPolicy, records: Records, sharing: Sharing,
-                 imports: Imports, pins: PinAdmin, admin: Admin, garbage: GarbageCollector):
+                 imports: Imports, pins: PinAdmin, admin: Admin, anchors: AuditAnchors, garbage: GarbageCollector):
         self.services = services
         self.access = access
         self.records = records
@@ -48,6 +51,7 @@ class Vault:
         self.imports = imports
         self.pins = pins
         self.admin = admin
+        self.anchors = anchors
         self.garbage = garbage
         self.config, self.db, self.keys = services.config, services.db, services.keys
         self.blocks, self.pinner, self.metrics = services.blocks, services.pinner, services.metrics
@@ -73,16 +77,24 @@ class Vault:
         return task
 
     def start_background(self) -> list[asyncio.Task]:
-        """Long-running tasks the daemon owns: the pin reconciler and the loop-lag monitor."""
+        """Long-running tasks the daemon owns: the pin reconciler, the audit
+        anchor writer and the loop-lag monitor."""
         cfg = self.config
         reconciler = Reconciler(self.db, self.pinner, self.metrics, interval=cfg.reconcile_interval,
                                 verify_interval=cfg.verify_interval)
         self.services.reconciler = reconciler
         return [self.watch(asyncio.create_task(reconciler.run(), name="reconciler")),
+                self.watch(asyncio.create_task(self.anchors.run(), name="audit-anchors")),
                 self.watch(asyncio.create_task(watch_loop_lag(self.metrics.loop_lag), name="loop-lag")),
                 self.watch(asyncio.create_task(self.services.off_process(int), name="worker-warm-up"))]
 
     async def close(self) -> None:
+        if self._background:  # a daemon stopping cleanly anchors its audit tail first (bounded: a dead backend)
+            try:
+                await asyncio.wait_for(self.anchors.anchor_due(force=True), SHUTDOWN_ANCHOR_SECONDS)
+            except (asyncio.TimeoutError, VaultError, sqlite3.Error, OSError) as exc:
+                log.warning("the audit tail was not anchored at shutdown",
+                            extra={"error": getattr(exc, "code", type(exc).__name__)})
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

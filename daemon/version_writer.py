@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from indexer import audit, records
 from indexer.sql import sqlite3
@@ -25,6 +26,7 @@ from .errors import BadRequest, Conflict, TooLarge
 from .identity import Principal
 from .ingest import iterate_bytes, seal_stream
 from .manifest import build_link_tree, build_manifest
+from .padding import padded_length
 from .record_input import RecordInput, check_media_type
 from .views import record_view
 
@@ -33,11 +35,11 @@ _PARSE_IN_PROCESS_ABOVE = 1024 * 1024  # below this a parse is a few ms: a threa
 
 
 def _seal_version(dek: bytes, stream_id: bytes, chunk_size: int, chunks: list, fanout: int, body: dict,
-                  author: Principal, readers: list[dict], now: str):
+                  author: Principal, readers: list[dict], now: str, padded: int | None):
     """The link tree, the signed manifest and one envelope per reader (CPU
     work, run on the pool: a 4,096-link tree stalls a loop for ~0.5 s)."""
     depth, links, link_blocks = build_link_tree(chunks, fanout)
-    manifest = build_manifest(dek, stream_id, chunk_size, depth, links, body, author)
+    manifest = build_manifest(dek, stream_id, chunk_size, depth, links, body, author, padded=padded)
     link = manifest.cid.to_link()
     return link_blocks, manifest, [build_envelope(manifest.cid, dek, r["recipient"], author, now, r.get("expires"),
                                                   link) for r in readers]
@@ -97,7 +99,8 @@ class VersionWriter:
             source, summary = await self._prepare_body(source, base_type, info, new.content_length)
             dek = crypto.new_data_key()
             sealed = await seal_stream(source, dek, store, s.cpu, chunk_size=cfg.chunk_size,
-                                       max_bytes=cfg.max_record_bytes, concurrency=cfg.ingest_concurrency)
+                                       max_bytes=cfg.max_record_bytes, concurrency=cfg.ingest_concurrency,
+                                       pad_to=partial(padded_length, buckets=cfg.pad_buckets))
             now = timeutil.now()
             body = {
                 "record": new.record_id, "version": new.version, "prev": new.prev["cid"] if new.prev else None,
@@ -111,7 +114,7 @@ class VersionWriter:
             # Signing and sealing release the GIL: off the event loop, onto the CPU pool.
             link_blocks, manifest, envelope_blocks = await s.off_loop(
                 _seal_version, dek, sealed.stream_id, cfg.chunk_size, sealed.chunks, cfg.link_fanout, body, author,
-                new.readers, now)
+                new.readers, now, sealed.padded)
             await store.put_many([*sealed.pending, *link_blocks, manifest, *envelope_blocks])
             await s.blocks.sync()  # every block durable before the index says the record exists
             await store.protect([manifest.cid, *(b.cid for b in envelope_blocks)])

@@ -27,7 +27,8 @@ def _text(name: str, value) -> str | None:
     return value
 
 
-def _entry_hash(prev: str, entry: dict) -> str:
+def entry_hash(prev: str, entry: dict) -> str:
+    """The chain hash of ``entry`` (its seven fields) after the hash ``prev``."""
     canonical = json.dumps({k: entry[k] for k in _FIELDS}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(bytes.fromhex(prev) + canonical.encode()).hexdigest()
 
@@ -35,16 +36,39 @@ def _entry_hash(prev: str, entry: dict) -> str:
 def append(conn: sqlite3.Connection, time: str, actor: str | None, action: str, record: str | None,
            outcome: str, detail: dict | None = None) -> int:
     """Appends one entry (inside the caller's transaction); returns its seq."""
-    last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    seq, prev = (last["seq"] + 1, last["hash"]) if last else (1, GENESIS)
+    seq, prev = head(conn)
+    seq += 1
     entry = {"seq": seq, "time": _text("time", time), "actor": _text("actor", actor),
              "action": _text("action", action), "record": _text("record", record),
              "outcome": _text("outcome", outcome), "detail": json.dumps(detail or {}, sort_keys=True)}
     conn.execute(
         "INSERT INTO audit (seq, time, actor, action, record, outcome, detail, prev, hash)"
         " VALUES (:seq, :time, :actor, :action, :record, :outcome, :detail, :prev, :hash)",
-        {**entry, "prev": prev, "hash": _entry_hash(prev, entry)})
+        {**entry, "prev": prev, "hash": entry_hash(prev, entry)})
     return seq
+
+
+def rows(conn: sqlite3.Connection, first: int, last: int) -> list[dict]:
+    """Entries ``first``..``last`` as stored (detail as its JSON text), in order."""
+    return [dict(r) for r in conn.execute("SELECT * FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last))]
+
+
+def head(conn: sqlite3.Connection) -> tuple[int, str]:
+    """(seq, hash) of the last entry; (0, GENESIS) for an empty chain."""
+    last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    return (last["seq"], last["hash"]) if last else (0, GENESIS)
+
+
+def restore(conn: sqlite3.Connection, entries: list[tuple]) -> None:
+    """Writes back entries recovered from anchors, exactly as they were
+    (seq, time, actor, action, record, outcome, detail, hash), onto an empty
+    chain; ``prev`` is each one's predecessor's hash."""
+    prev, rows_ = GENESIS, []
+    for seq, time, actor, action, record, outcome, detail, digest in entries:
+        rows_.append((seq, time, actor, action, record, outcome, detail, prev, digest))
+        prev = digest
+    conn.executemany("INSERT INTO audit (seq, time, actor, action, record, outcome, detail, prev, hash)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows_)
 
 
 def verify(conn: sqlite3.Connection) -> dict:
@@ -66,7 +90,7 @@ def verify_page(conn: sqlite3.Connection, state: dict | None, limit: int = 10_00
                         {"last": last, "limit": limit}).fetchall()
     for row in rows:
         entry, expected_seq = dict(row), count + 1
-        if entry["seq"] != expected_seq or entry["prev"] != prev or _entry_hash(prev, entry) != entry["hash"]:
+        if entry["seq"] != expected_seq or entry["prev"] != prev or entry_hash(prev, entry) != entry["hash"]:
             return {"done": True, "count": count, "head": prev, "last": last, "broken_at": expected_seq}
         prev, count, last = entry["hash"], count + 1, entry["seq"]
     return {"done": len(rows) < limit, "count": count, "head": prev, "last": last, "broken_at": None}

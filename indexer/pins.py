@@ -6,7 +6,7 @@ from __future__ import annotations
 from .sql import sqlite3
 
 
-def want(conn: sqlite3.Connection, cid: str, record_id: str, kind: str, rmin: int, rmax: int, now: str,
+def want(conn: sqlite3.Connection, cid: str, record_id: str | None, kind: str, rmin: int, rmax: int, now: str,
          status: str = "queued", replicas: int = 0, next_attempt: float = 0) -> None:
     """Records a desired pin; ``next_attempt`` is when the reconciler should look at it."""
     conn.execute(

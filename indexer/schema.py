@@ -143,7 +143,17 @@ def _m004_fts_secure_delete(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO records_fts(records_fts) VALUES('optimize')")
 
 
-def _m005_covering_access(db: sqlite_utils.Database) -> None:
+def _m005_audit_anchors(db: sqlite_utils.Database) -> None:
+    """Issue 10: anchors of the audit chain this node wrote (or restored). A
+    cache of what the pinned anchor blocks say, so verify and the writer know
+    where the anchored part ends without fetching the chain."""
+    db["audit_anchors"].create(
+        {"cid": str, "prev": str, "first_seq": int, "last_seq": int, "head": str, "created": str},
+        pk="cid", not_null={"first_seq", "last_seq", "head", "created"}, if_not_exists=True)
+    db["audit_anchors"].create_index(["last_seq"], unique=True, if_not_exists=True)
+
+
+def _m006_covering_access(db: sqlite_utils.Database) -> None:
     """Issue 8 at a million records: a search checks every candidate's access
     (a live envelope for the record's current manifest) and its filters.
     Read from the record row and the envelope row, that was three random
@@ -159,8 +169,8 @@ def _m005_covering_access(db: sqlite_utils.Database) -> None:
     db.execute("ANALYZE")
 
 
-MIGRATIONS = [_m001_initial, _m002_record_authority, _m003_search, _m004_fts_secure_delete,
-              _m005_covering_access]
+MIGRATIONS = [_m001_initial, _m002_record_authority, _m003_search, _m004_fts_secure_delete, _m005_audit_anchors,
+              _m006_covering_access]
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -30,7 +30,7 @@ SMALL = 500  # a source this small (or smaller) is always gathered and sorted
 LARGE = 5000  # up to this, gathering beats walking unless the walk needs no other filter
 _WIDE_MS = 24 * 3600 * 1000  # date ranges longer than a day are found through the records_wide index
 # Every column a candidate's checks read (access, type, dates, keyset) is in
-# this narrow index (schema m005), so a candidate costs one entry among many
+# this narrow index (schema m006), so a candidate costs one entry among many
 # on a page rather than a random read of its wide record row.
 _PROBE = "records r INDEXED BY records_probe"
 

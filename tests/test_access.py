@@ -188,7 +188,7 @@ async def test_a_crashed_background_task_is_logged_with_its_traceback_and_shown_
 
 
 async def test_export_and_import_walk_a_depth_two_tree_once(node_api):
-    a = await node_api("a", chunk_size=1024, link_fanout=2)
+    a = await node_api("a", chunk_size=1024, link_fanout=2, pad_buckets=[])  # the tree of exactly 9 chunks
     b = await node_api("b")
     patient, patient_token = await a.principal("patient")
     doctor, doctor_token = await b.principal("doctor")

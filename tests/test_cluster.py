@@ -147,3 +147,20 @@ async def test_pins_listing_and_recover(tmp_path, aiohttp_client, topology):
         assert json.dumps(page).count("did:key") == 0  # operators see no identities
     finally:
         await close_vault(api.vault)
+
+
+async def test_audit_anchors_are_replicated_with_a_name_that_says_nothing(tmp_path, aiohttp_client, topology):
+    """An audit anchor is pinned like a record: the reconciler replicates it
+    on the Cluster, and another peer's pin object carries only medvault's name."""
+    api = await _api(str(tmp_path / "node"), aiohttp_client, topology.peers[0], audit_anchor_every=2)
+    try:
+        await api.put(b"a note", "text/plain", title="QXANCHOR-Cluster")
+        assert await api.vault.anchors.anchor_due(force=True) >= 1
+        cid = await api.vault.db.read(lambda conn: conn.execute(
+            "SELECT cid FROM audit_anchors ORDER BY last_seq DESC LIMIT 1").fetchone()[0])
+        detail = await _wait_status(api, cid, {"pinned"})
+        assert detail["kind"] == "anchor" and detail["replicas"] >= 2
+        pin = http_get(f"{topology.peers[1].api_url}/allocations/{cid}")
+        assert pin["name"] == "medvault" and not pin.get("metadata")
+    finally:
+        await close_vault(api.vault)

@@ -84,3 +84,18 @@ def test_make_env_creates_secret_key_and_identities(tmp_path):
     assert oct((folder / ".env").stat().st_mode & 0o777) == "0o600"
     again = subprocess.run(["bash", str(folder / "make-env.sh")], capture_output=True, timeout=60)
     assert again.returncode != 0  # never overwrites a deployment's secrets
+
+
+def test_compose_passes_each_passphrase_as_a_docker_secret(compose):
+    """The master key's passphrase reaches a node as a file under /run/secrets
+    (a Docker secret), never as an environment value; each node has its own."""
+    secrets = compose["secrets"]
+    for i in range(TOPOLOGY_SIZE):
+        service = compose["services"][f"medvault{i}"]
+        env = service["environment"]
+        assert env["MEDVAULT_PASSPHRASE_FILE"] == "/run/secrets/medvault_passphrase"
+        assert "MEDVAULT_PASSPHRASE" not in env
+        assert service["secrets"] == [{"source": f"medvault{i}_passphrase", "target": "medvault_passphrase"}]
+        assert secrets[f"medvault{i}_passphrase"]["file"] == f"./secrets/medvault{i}.passphrase"
+    with open(os.path.join(ROOT, ".gitignore")) as handle:
+        assert "compose/secrets/" in handle.read().split()

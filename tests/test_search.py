@@ -198,7 +198,7 @@ def big_index(tmp_path_factory):
 
 
 @pytest.mark.parametrize("who, items, strategy, uses", [
-    # access per candidate from one covering entry each (schema m005), never the record or envelope row
+    # access per candidate from one covering entry each (schema m006), never the record or envelope row
     ("owner", [], "walk:seq", "SEARCH e EXISTS USING COVERING INDEX envelopes_access (recipient=? AND manifest=?"),
     ("clinician", [], "set:envelopes", "envelopes_access (recipient=?)"),
     ("patient", [], "set:envelopes", "idx_records_cid"),
