@@ -45,6 +45,10 @@ class Config:
     request_timeout: float = 60.0
     fetch_timeout: float = 30.0  # how long a block no peer has is waited for before 504
     query_time_limit: float = 5.0  # an index read running longer is interrupted (503 query_timeout)
+    # Page cache of each search connection (two): decrypted index pages kept
+    # in memory, so a search at a million records does not decrypt the same
+    # index pages again on every query. Allocated only as pages are read.
+    index_cache_mb: int = 64
     header_timeout: float = 15.0  # a connection's complete request headers (and idle keep-alive) within this
     body_timeout: float = 30.0  # longest silence from a client while its request body is being read
     max_connections: int = 256  # open connections; more get 503 too_many_connections
@@ -88,6 +92,8 @@ class Config:
             raise ValueError("fetch_timeout must be between 0 and 3600 seconds")
         if not 0 < self.query_time_limit <= 3600:
             raise ValueError("query_time_limit must be between 0 and 3600 seconds")
+        if not 2 <= self.index_cache_mb <= 16 * 1024:
+            raise ValueError("index_cache_mb must be between 2 and 16384")
         if not (0 < self.header_timeout <= 3600 and 0 < self.body_timeout <= 3600):
             raise ValueError("header_timeout and body_timeout must be between 0 and 3600 seconds")
         if self.max_connections < 1:

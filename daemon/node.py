@@ -99,7 +99,8 @@ async def open_vault(config: Config, source: KeySource | None = None, data_key: 
     source = source or KeySource.resolve()
     data_key = data_key or unlock(config, source)
     keys = FileKeyStore(config.keys_dir, data_key)
-    db = Database(config.index_path, index_key(data_key), time_limit=config.query_time_limit)
+    db = Database(config.index_path, index_key(data_key), time_limit=config.query_time_limit,
+                  cache_mb=config.index_cache_mb)
     await db.start()
     metrics = Metrics()
     blocks, pinner = make_backend(config, metrics)

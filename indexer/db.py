@@ -113,10 +113,12 @@ class Index(ABC):
 class Database(Index):
     """SQLite in WAL mode: the one ``Index`` implementation."""
 
-    def __init__(self, path: str, key: bytes, read_threads: int = 2, time_limit: float | None = None):
+    def __init__(self, path: str, key: bytes, read_threads: int = 2, time_limit: float | None = None,
+                 cache_mb: int = 2):
         self.path = path
         self._key = key
         self.time_limit = time_limit
+        self._cache_mb = cache_mb  # the search connections' page cache; token and audit reads keep SQLite's 2 MB
         self._writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-write")
         self._reader_pool = ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="db-read")
         self._auth_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-auth")
@@ -160,11 +162,13 @@ class Database(Index):
                 raise DiskFull(str(exc)) from None
             raise
 
-    def _reader(self) -> sqlite3.Connection:
+    def _reader(self, cached: bool) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = connect(self.path, self._key)
             conn.execute("PRAGMA query_only=ON")
+            if cached:
+                conn.execute(f"PRAGMA cache_size = -{int(self._cache_mb) * 1024}")
         return conn
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -182,7 +186,7 @@ class Database(Index):
 
     async def _read_on(self, pool: ThreadPoolExecutor, limit: float | None, fn, args, kwargs):
         def run():
-            conn = self._reader()
+            conn = self._reader(pool is self._reader_pool)
             if limit is not None:
                 deadline = time.monotonic() + limit
                 conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)

@@ -193,7 +193,14 @@ def _sizes(conn: sqlite3.Connection, sources: list, params: dict) -> list[int]:
     sizes = [_estimate(conn, count_sql, params, SMALL) for _, count_sql, _, _ in sources]
     if min(sizes) <= SMALL:
         return sizes
-    return [_estimate(conn, count_sql, params, LARGE) for _, count_sql, _, _ in sources]
+    # No source needs counting past the smallest found so far: its sizes only
+    # decide which is smallest. Sources are listed broadest first (envelopes,
+    # then single filters, then combined ones), so count from the end.
+    cap = LARGE
+    for i in reversed(range(len(sources))):
+        sizes[i] = _estimate(conn, sources[i][1], params, cap)
+        cap = min(cap, sizes[i])
+    return sizes
 
 
 def plan(conn: sqlite3.Connection, query: Query) -> tuple[str, str, dict]:
@@ -217,6 +224,12 @@ def plan(conn: sqlite3.Connection, query: Query) -> tuple[str, str, dict]:
     streams = query.sort == "-seq" and (
         (_walk_of(sources, name) is not None and conditions == [name])  # its own index, nothing else to check
         or (not conditions and size * 4 >= _records(conn)))  # the caller reads a good share of every page
+    if (size <= SMALL or (size <= LARGE and not streams)) and query.sort == "-seq":
+        # ``seq IN (set)`` makes SQLite gather the set into a sorted list and
+        # walk it newest first, checking candidates only until the page is
+        # full: a few hundred checks, not one per candidate, and no sort.
+        return (f"set:{_kind(name)}", f"{select} FROM {_PROBE} WHERE r.seq IN ({sql}) AND {where(name)}"
+                                      f" ORDER BY r.seq DESC LIMIT {limit}", b.params)
     if size <= SMALL or (size <= LARGE and not streams):
         return (f"set:{_kind(name)}", f"WITH cand(seq) AS MATERIALIZED ({sql}) {select} FROM cand JOIN {_PROBE}"
                                       f" ON r.seq = cand.seq WHERE {where(name)} ORDER BY {b.order()}"
