@@ -19,7 +19,8 @@ from indexer.db import DiskFull, QueryInterrupted
 log = logging.getLogger("medvault.api")
 
 STATUS = {
-    e.BadRequest: 400, e.Unauthorized: 401, e.Forbidden: 403, e.NotFound: 404, e.Conflict: 409,
+    e.BadRequest: 400, e.Unauthorized: 401, e.Forbidden: 403, e.NotFound: 404, e.Conflict: 409, e.Gone: 410,
+    e.PreconditionFailed: 412,
     e.TooLarge: 413, e.UnsupportedMediaType: 415, e.InvalidRecord: 422, e.IntegrityError: 502,
     e.BlockNotFound: 502, e.BackendUnavailable: 503, e.QueryTimeout: 503, e.NotFoundOnNetwork: 504,
     e.InsufficientStorage: 507,

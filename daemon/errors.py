@@ -36,6 +36,18 @@ class Conflict(VaultError):
     code = "conflict"
 
 
+class PreconditionFailed(VaultError):
+    """The client's precondition (an expected version, FHIR's If-Match) no longer holds."""
+
+    code = "precondition_failed"
+
+
+class Gone(VaultError):
+    """The thing existed but its content is gone for good (a version rotated away or erased)."""
+
+    code = "gone"
+
+
 class TooLarge(VaultError):
     code = "too_large"
 
