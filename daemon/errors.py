@@ -56,6 +56,12 @@ class UnsupportedMediaType(VaultError):
     code = "unsupported_media_type"
 
 
+class NotAcceptable(VaultError):
+    """The client accepts no format this server answers in (FHIR: JSON only)."""
+
+    code = "not_acceptable"
+
+
 class InvalidRecord(VaultError):
     code = "invalid_record"
 
