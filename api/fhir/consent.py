@@ -85,8 +85,8 @@ async def _patient_records(vault, caller: Caller, did: str) -> list[tuple[str, s
     return [(r["type"] or "Binary", r["id"]) for r in page["items"]]
 
 
-async def create(vault, caller: Caller, resource: dict) -> dict:
-    """Grants, then the Consent record; returns the record."""
+async def create(vault, caller: Caller, resource: dict) -> tuple[dict, dict]:
+    """Grants, then the Consent record; returns (the record, the Consent as stored)."""
     need(caller, "share")
     if (resource.get("provision") or {}).get("type", "permit") != "permit":
         raise _invalid("Consent.provision.type", "only permit provisions are enforced here")
@@ -105,7 +105,7 @@ async def create(vault, caller: Caller, resource: dict) -> dict:
     provision = {**resource.get("provision", {}), "type": "permit",
                  "data": [{"meaning": "instance", "reference": {"reference": f"{t}/{rid}"}} for t, rid in data]}
     stored = {**resource, "provision": provision}
-    return (await write_all(vault, caller, [Write("Consent", new_record_id(), True, stored)]))[0]
+    return (await write_all(vault, caller, [Write("Consent", new_record_id(), True, stored)]))[0], stored
 
 
 async def delete(vault, caller: Caller, rid: str) -> None:

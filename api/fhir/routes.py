@@ -168,7 +168,7 @@ async def create(request: web.Request) -> web.Response:
     resource = {k: v for k, v in resource.items() if k != "id"}  # the server names what it creates
     check_target(rtype, resource, None)
     if rtype == "Consent":
-        record = await consent.create(vault, caller, resource)
+        record, resource = await consent.create(vault, caller, resource)
     else:
         record = (await resources.write_all(vault, caller, [Write(rtype, new_record_id(), True, resource)]))[0]
     return _instance(with_meta({**resource, "id": record["id"]}, record), record, 201, location=base_of(request))

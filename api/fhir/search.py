@@ -74,6 +74,7 @@ def translate(rtype: str, params: list[tuple[str, str]], is_lenient: bool) -> Tr
                 raise BadRequest("search parameter _count: a whole number", "bad_count")
             out.count = min(int(value), MAX_PAGE)
             out.summary_count = out.summary_count or out.count == 0
+            value = str(out.count)  # the self link says what was done
         elif name == "_summary" and value in ("count", "false"):
             out.summary_count = out.summary_count or value == "count"
         elif is_lenient:

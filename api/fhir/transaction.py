@@ -161,7 +161,7 @@ async def _one(vault, caller: Caller, base: str, entry: Entry, run_get) -> dict:
     resource = entry.resource if entry.method == "PUT" else {k: v for k, v in entry.resource.items() if k != "id"}
     _checked(entry, resource)
     if entry.method == "POST" and entry.rtype == "Consent":
-        record = await consent.create(vault, caller, resource)
+        record, _ = await consent.create(vault, caller, resource)
     else:
         write = Write(entry.rtype, entry.rid if entry.method == "PUT" else new_record_id(), entry.method == "POST",
                       resource, if_match(entry.if_match) if entry.method == "PUT" else None)
