@@ -102,6 +102,7 @@ async def _search(request: web.Request, caller: Caller, rtype: str, params: list
 
 
 @routes.post("/fhir")
+@routes.post("/fhir/")  # clients that join the base and an empty path (fhirpy's execute)
 @scope("read", "write")
 async def bundle(request: web.Request) -> web.Response:
     """batch / transaction: the Bundle's own type decides."""
