@@ -419,3 +419,44 @@ async def test_a_rotated_away_version_is_gone(api):
 async def test_unknown_ids_are_404_operation_outcomes(api, path):
     resp, doc = await Fhir(api).call("GET", path)
     assert resp.status == 404 and doc["resourceType"] == "OperationOutcome"
+
+
+async def test_a_transaction_of_100_entries_is_one_index_commit_with_one_durability_wait(api, monkeypatch):
+    fhir = Fhir(api)
+    existing = await fhir.create(patient(family="Existing"))
+    vault, calls = api.vault, {"write": 0, "sync": 0}
+
+    def spy(name, real):
+        async def counted(*args, **kwargs):
+            calls[name] += 1
+            return await real(*args, **kwargs)
+        return counted
+
+    entries = [{"fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000000", "resource": patient(family="New"),
+                "request": {"method": "POST", "url": "Patient"}}]
+    for i in range(99):  # half to the new Patient by urn:uuid, half to the existing one
+        subject = entries[0]["fullUrl"] if i % 2 else f"Patient/{existing['id']}"
+        entries.append({"resource": observation(f"c{i}", "2024-01-01", subject),
+                        "request": {"method": "POST", "url": "Observation"}})
+    monkeypatch.setattr(vault.db, "write", spy("write", vault.db.write))
+    monkeypatch.setattr(vault.blocks, "sync", spy("sync", vault.blocks.sync))
+    resp, doc = await fhir.call("POST", "/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert resp.status == 200 and len(doc["entry"]) == 100
+    # one commit for the 100 records, one audit entry for looking up the existing Patient once
+    assert calls == {"write": 2, "sync": 1}
+    monkeypatch.undo()
+    resp, found = await fhir.call("GET", f"/fhir/Observation?patient=Patient/{existing['id']}&_summary=count")
+    assert found["total"] == 50
+
+
+async def test_deeply_nested_bodies_are_400_not_500(api):
+    fhir = Fhir(api)
+    deep: dict = {"text": "x"}
+    for _ in range(200):
+        deep = {"extension": [{"url": "urn:x", "valueCodeableConcept": deep}]}
+    for path, body in (("/fhir/Observation", {**observation("d", "2020"), **deep}),
+                       ("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": [
+                           {"resource": {**observation("d", "2020"), **deep},
+                            "request": {"method": "POST", "url": "Observation"}}]})):
+        resp, doc = await fhir.call("POST", path, body)
+        assert resp.status == 400 and issue_code(doc) == "bad_json"

@@ -143,12 +143,15 @@ async def patient_did(vault, caller: Caller, resource: dict, known: dict[str, st
         if known is not None and reference in known:
             return known[reference]
         match = _PATIENT_REF.fullmatch(reference)
-        if match:
-            try:
-                return (await vault.records.get(caller, match[1]))["patient"]
-            except NotFound:
-                return None  # a reference the caller cannot follow gives no patient
-        return None
+        if not match:
+            return None
+        try:
+            did = (await vault.records.get(caller, match[1]))["patient"]
+        except NotFound:
+            did = None  # a reference the caller cannot follow gives no patient
+        if known is not None:
+            known[reference] = did  # one look-up per Patient in a transaction
+        return did
     return None
 
 
@@ -191,6 +194,7 @@ async def write_all(vault, caller: Caller, writes: list[Write], known: dict[str,
                     ) -> list[dict]:
     """Commits every write, all or nothing (one index transaction)."""
     need(caller, "write")
+    known = {} if known is None else known
     changes = []
     for write in writes:
         patient = await patient_did(vault, caller, write.resource, known) if write.new else None

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from daemon.errors import BadRequest, NotFound
 
+from ..params import check_depth
 from .outcome import InvalidResource
 
 # The resource types of R4 (4.0.1) that R4B defines the same way.
@@ -42,6 +43,7 @@ VerificationResult VisionPrescription
 # Served, not stored: read through the audit chain and the version history.
 DERIVED = frozenset({"AuditEvent", "Provenance"})
 MAX_ISSUES = 20
+MAX_DEPTH = 64  # a Bundle of resources nests about 20 deep
 
 
 def check_type(name: str) -> str:
@@ -52,9 +54,12 @@ def check_type(name: str) -> str:
 
 
 def parse_json(body: bytes) -> dict:
-    """Request bytes → a JSON object (400 when not JSON at all)."""
+    """Request bytes → a JSON object (400 when not JSON at all, or nested
+    deeper than any R4 resource: what walks it later recurses too)."""
     try:
-        value = json.loads(body)
+        text = body.decode("utf-8")
+        check_depth(text, MAX_DEPTH)
+        value = json.loads(text)
     except (ValueError, RecursionError):  # bad UTF-8 or JSON, huge numbers, deep nesting
         raise BadRequest("the body is not valid JSON (or nests too deeply)", "bad_json") from None
     if not isinstance(value, dict):
