@@ -260,6 +260,14 @@ async def test_transaction_is_all_or_nothing_and_rewrites_urn_uuid_references(ap
     resp, doc = await fhir.call("POST", "/fhir", stale)
     assert resp.status == 412 and await count_records(api) == before
 
+    overwrite = {"resourceType": "Bundle", "type": "transaction", "entry": [  # an Observation over the Patient
+        {"resource": {**observation("tx-3", "2024-01-03"), "id": patient_id},
+         "request": {"method": "PUT", "url": f"Observation/{patient_id}"}}]}
+    resp, doc = await fhir.call("POST", "/fhir", overwrite)
+    assert resp.status == 404 and await count_records(api) == before
+    resp, still = await fhir.call("GET", f"/fhir/Patient/{patient_id}")
+    assert still["meta"]["versionId"] == "1"
+
     for hostile in ({"resourceType": "Bundle", "type": "transaction", "entry": {"x": 1}},
                     {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": patient()}]},
                     {"resourceType": "Bundle", "type": "transaction", "entry": [

@@ -82,7 +82,7 @@ async def _patient_records(vault, caller: Caller, did: str) -> list[tuple[str, s
     if page["next"]:
         raise BadRequest(f"the patient has more than {MAX_PAGE} records: name them in provision.data",
                          "too_many_records")
-    return [(r["type"] or "Binary", r["id"]) for r in page["items"]]
+    return [(r["type"] or "Binary", r["id"]) for r in page["items"] if r["type"] != "Consent"]
 
 
 async def create(vault, caller: Caller, resource: dict) -> tuple[dict, dict]:

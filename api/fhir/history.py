@@ -9,7 +9,7 @@ from daemon.auth import Caller
 from daemon.errors import Gone, NotFound
 
 from . import bundles
-from .resources import read, record_id, view
+from .resources import read, view
 
 _PROVENANCE_ID = re.compile(r"([a-z2-7]{26})-(\d{1,9})")
 _TARGET = re.compile(r"(?:.*/)?([A-Z][A-Za-z]{1,63})/([a-z2-7]{26})(?:/_history/\d{1,9})?")
@@ -59,7 +59,7 @@ async def read_provenance(vault, caller: Caller, pid: str) -> dict:
     match = _PROVENANCE_ID.fullmatch(pid)
     if not match:
         raise NotFound("no such Provenance", "record_not_found")
-    record = await vault.records.get(caller, record_id(match[1]))
+    record = await view(vault, caller, None, match[1])
     for version in await vault.records.versions(caller, record["id"]):
         if version["version"] == int(match[2]):
             return provenance(record["type"], record["id"], version)

@@ -9,7 +9,7 @@ from daemon.errors import NotFound
 from daemon.views import MAX_PAGE
 
 from . import bundles
-from .resources import served
+from .resources import is_resource, served
 from .search import link, translate
 
 MAX_EVERYTHING = MAX_PAGE  # $everything answers at most this many resources, in one Bundle
@@ -18,6 +18,7 @@ MAX_EVERYTHING = MAX_PAGE  # $everything answers at most this many resources, in
 async def resources_of(vault, caller: Caller, records: list[dict], rtype: str | None = None) -> list[dict]:
     """The FHIR resources of found records (records that are not FHIR
     resources of the type, or changed since, are left out)."""
+    records = [r for r in records if is_resource(r)]  # never decrypt a PDF to find it is not FHIR
     contents = await vault.records.read_found(caller, records, vault.config.max_fhir_bytes)
     out = []
     for record, data in zip(records, contents):

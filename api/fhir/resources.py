@@ -195,6 +195,9 @@ async def write_all(vault, caller: Caller, writes: list[Write], known: dict[str,
     """Commits every write, all or nothing (one index transaction)."""
     need(caller, "write")
     known = {} if known is None else known
+    for write in writes:
+        if not write.new:
+            await view(vault, caller, write.rtype, write.rid)  # a record of another type is not this resource
     changes = []
     for write in writes:
         patient = await patient_did(vault, caller, write.resource, known) if write.new else None
@@ -202,11 +205,16 @@ async def write_all(vault, caller: Caller, writes: list[Write], known: dict[str,
     return await vault.records.write_many(caller, changes)
 
 
-async def view(vault, caller: Caller, rtype: str, rid: str) -> dict:
-    """The record (not its content) behind ``rtype/rid``; 404 unless the caller
-    may read it and it is a FHIR resource of that type."""
+def is_resource(record: dict) -> bool:
+    """Whether a record holds a FHIR resource (a /v1 upload may hold anything)."""
+    return bool(record["type"]) and record["content_type"].split(";", 1)[0].strip().lower() == indexed.MEDIA_TYPE
+
+
+async def view(vault, caller: Caller, rtype: str | None, rid: str) -> dict:
+    """The record (not its content) behind ``rtype/rid`` (any type when None);
+    404 unless the caller may read it and it is a FHIR resource of that type."""
     record = await vault.records.get(caller, record_id(rid))
-    if record["type"] != rtype or record["content_type"].split(";", 1)[0].strip().lower() != indexed.MEDIA_TYPE:
+    if not is_resource(record) or (rtype is not None and record["type"] != rtype):
         raise NotFound("no such resource", "record_not_found")
     return record
 
