@@ -1,7 +1,10 @@
 """FHIR over medvault: /fhir search against the same /v1 search, and
 transaction Bundles of 100 entries.
 
-    python bench/fhir.py [--bundles 20] [--runs 200] [--count 10]
+    python bench/fhir_rest.py [--bundles 20] [--runs 200] [--count 10]
+
+(Not ``fhir.py``: tests put bench/ on sys.path, where that name would
+shadow the ``fhir`` package fhir.resources lives in.)
 
 Starts a real daemon (local backend), loads ``--bundles`` transaction
 Bundles of 100 entries each (a Patient and 99 Observations referencing it
