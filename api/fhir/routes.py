@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from daemon.auth import Caller
-from daemon.errors import BadRequest, TooLarge, UnsupportedMediaType
+from daemon.errors import BadRequest, NotFound, TooLarge, UnsupportedMediaType
 from daemon.views import new_record_id
 
 from ..auth import caller_of, scope
@@ -21,7 +21,7 @@ from ..keys import VAULT
 from . import audit, bundles, capability, consent, history, query, resources, transaction
 from .outcome import BASE, fhir_json, is_json_body, negotiate
 from .resources import Write, check_target, etag, if_match, need, with_meta
-from .search import lenient
+from .search import lenient, link
 from .validation import check_type, parse_json
 
 routes = web.RouteTableDef()
@@ -70,20 +70,24 @@ async def metadata(request: web.Request) -> web.Response:
     return fhir_json(capability.statement(base_of(request), version("medvault")))
 
 
+async def _instance_of(vault, caller: Caller, rtype: str, rid: str, vid: str | None) -> tuple[dict, dict | None]:
+    """read or vread: (the resource, its record row; None for a derived resource)."""
+    if rtype == "Provenance" and vid is None:
+        return await history.read_provenance(vault, caller, rid), None
+    if rtype in ("AuditEvent", "Provenance"):
+        raise NotFound("AuditEvents are found by search (entity, agent), and Provenance has one version",
+                       "read_not_supported")
+    version = resources.version_of(vid) if vid is not None else None
+    return await resources.read(vault, caller, rtype, rid, version)
+
+
 async def _get(request: web.Request, caller: Caller, rtype: str, rid: str | None, vid: str | None,
                params: list[tuple[str, str]] | None) -> dict:
-    """A GET of a batch entry or a request: read, vread or search."""
+    """A GET of a batch entry: read, vread or search."""
     need(caller, "read")
-    vault = request.app[VAULT]
     if rid is None:
         return await _search(request, caller, rtype, params or [])
-    if rtype == "Provenance":
-        return await history.read_provenance(vault, caller, rid)
-    if rtype == "AuditEvent":
-        raise web.HTTPMethodNotAllowed("GET", ["GET"])  # AuditEvents are searched, not read
-    version = resources.version_of(vid) if vid is not None else None
-    resource, _ = await resources.read(vault, caller, rtype, rid, version)
-    return resource
+    return (await _instance_of(request.app[VAULT], caller, rtype, rid, vid))[0]
 
 
 async def _search(request: web.Request, caller: Caller, rtype: str, params: list[tuple[str, str]]) -> dict:
@@ -97,7 +101,7 @@ async def _search(request: web.Request, caller: Caller, rtype: str, params: list
         if len(targets) != 1 or (unknown and not is_lenient):
             raise BadRequest("Provenance is searched by one target=Type/id", "unknown_parameter")
         found = await history.provenances(vault, caller, targets[0])
-        return bundles.searchset(base, found, f"{base}/Provenance?target={targets[0]}", total=len(found))
+        return bundles.searchset(base, found, link(base, "Provenance", [("target", targets[0])]), total=len(found))
     return await query.search(vault, caller, base, rtype, params, is_lenient)
 
 
@@ -179,14 +183,9 @@ async def create(request: web.Request) -> web.Response:
 @scope("read")
 async def read(request: web.Request) -> web.Response:
     negotiate(request)
-    caller, vault = caller_of(request), request.app[VAULT]
-    rtype, rid = check_type(request.match_info["type"]), request.match_info["id"]
-    if rtype == "Provenance":
-        return fhir_json(await history.read_provenance(vault, caller, rid))
-    if rtype == "AuditEvent":
-        raise web.HTTPMethodNotAllowed("GET", ["GET"])
-    resource, row = await resources.read(vault, caller, rtype, rid)
-    return _instance(resource, row)
+    rtype = check_type(request.match_info["type"])
+    resource, row = await _instance_of(request.app[VAULT], caller_of(request), rtype, request.match_info["id"], None)
+    return _instance(resource, row) if row is not None else fhir_json(resource)
 
 
 @routes.get("/fhir/{type}/{id}/_history")
@@ -203,9 +202,8 @@ async def instance_history(request: web.Request) -> web.Response:
 async def vread(request: web.Request) -> web.Response:
     negotiate(request)
     rtype = check_type(request.match_info["type"])
-    version = resources.version_of(request.match_info["vid"])
-    resource, row = await resources.read(request.app[VAULT], caller_of(request), rtype, request.match_info["id"],
-                                         version)
+    resource, row = await _instance_of(request.app[VAULT], caller_of(request), rtype, request.match_info["id"],
+                                       request.match_info["vid"])
     return _instance(resource, row)
 
 
