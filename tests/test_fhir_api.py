@@ -274,6 +274,9 @@ async def test_transaction_is_all_or_nothing_and_rewrites_urn_uuid_references(ap
                         {"request": {"method": "DELETE", "url": f"Observation/{obs_id}"}}]},
                     {"resourceType": "Bundle", "type": "transaction", "entry": [
                         {"resource": patient(), "request": {"method": "POST", "url": "Observation"}}]},
+                    {"resourceType": "Bundle", "type": "transaction", "entry": [
+                        {"resource": found["entry"][0]["resource"],
+                         "request": {"method": "PUT", "url": f"Observation/{obs_id}", "ifMatch": 1}}]},
                     {"resourceType": "Bundle", "type": "collection"},
                     {"resourceType": "Patient"}):
         resp, doc = await fhir.call("POST", "/fhir", hostile)

@@ -76,6 +76,8 @@ def entries(bundle: dict, kind: str) -> list[Entry]:
                                       or match[1] == "Consent"):
             raise _bad(i, "a transaction takes POST and PUT entries (no conditional create, no Consent); "
                           "use a batch for the rest", "unsupported_in_transaction")
+        if not isinstance(request.get("ifMatch", ""), str):
+            raise _bad(i, "request.ifMatch must be a version ETag such as W/\"1\"")
         full_url = item.get("fullUrl")
         out.append(Entry(i, method, match[1], match[2], match[3], match[4], resource,
                          full_url if isinstance(full_url, str) else None, request.get("ifMatch")))
