@@ -23,7 +23,7 @@ from .ingest import iterate_bytes
 from .reader import plaintext
 from .record_input import RecordInput
 from .version_writer import NewVersion, VersionWriter
-from .views import new_record_id, record_view
+from .views import check_record_id, new_record_id, record_view
 
 log = logging.getLogger("medvault.vault")
 
@@ -79,20 +79,23 @@ class Records:
                                                             content_length), source)
 
     async def update(self, caller: Caller, record_id: str, source: AsyncIterator[bytes], content_type: str | None,
-                     info: RecordInput, content_length: int | None = None, expect_version: int | None = None) -> dict:
-        """A new version under a new DEK; every live envelope is re-issued for it.
-        ``expect_version`` (FHIR's If-Match) refuses with 412 when the record moved on."""
+                     info: RecordInput, content_length: int | None = None) -> dict:
+        """A new version under a new DEK; every live envelope is re-issued for it."""
         async with self._s.locks.hold(record_id):
-            new = await self._next_version(caller, record_id, info, content_type, content_length, expect_version)
+            new = await self._next_version(caller, record_id, info, content_type, content_length, None)
             return await self._writer.write(new, source)
 
     async def write_many(self, caller: Caller, changes: list[Change]) -> list[dict]:
         """New records and new versions of others, all or nothing, in one index
         commit (a FHIR transaction Bundle). Each change is decided by the
-        access policy exactly as a single create or update is."""
+        access policy exactly as a single create or update is; a version's
+        ``expect_version`` (FHIR's If-Match) refuses with 412 when the record
+        moved on."""
         updated = [c.record_id for c in changes if not c.new]
         if len(set(updated)) != len(updated):
             raise BadRequest("a transaction may change each record only once", "duplicate_record")
+        for change in changes:
+            check_record_id(change.record_id)
         async with self._s.locks.hold(*updated):
             versions = []
             for change in changes:
