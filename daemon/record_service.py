@@ -153,13 +153,17 @@ class Records:
 
         return OpenRecord(row, size, opened.body["content_type"], stream)
 
-    async def read_whole(self, caller: Caller, record_id: str, cap: int, version: int | None = None) -> WholeRecord:
+    async def read_whole(self, caller: Caller, record_id: str, cap: int, version: int | None = None,
+                         media_type: str | None = None) -> WholeRecord:
         """A record's (or one of its versions') whole plaintext, at most ``cap``
         bytes (FHIR reads return resources, not streams). Access is the
         current version's READ; an older version opens through the caller's
-        own envelope for it, and one rotated away or no longer held is 410."""
+        own envelope for it, and one rotated away or no longer held is 410.
+        With ``media_type``, a record of another type is 404 (not opened)."""
         s = self._s
         row = (await self._access.require(caller, Action.READ, record_id)).row
+        if media_type is not None and row["content_type"].split(";", 1)[0].strip().lower() != media_type:
+            raise NotFound("no such record of that media type", "record_not_found")
         if version is not None and version != row["version"]:
             past = next((v for v in await s.db.read(records.versions, record_id) if v["version"] == version), None)
             if past is None:

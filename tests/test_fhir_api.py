@@ -127,6 +127,11 @@ async def test_create_read_vread_update_with_if_match_history_and_delete(api):
 
     resp, _ = await fhir.call("GET", f"/fhir/Patient/{rid}")
     assert resp.status == 404  # an Observation is not a Patient
+    pdf = await api.put(b"%PDF-1.7 " + b"x" * 100, "application/pdf", type="Observation")
+    resp, doc = await fhir.call("GET", f"/fhir/Observation/{pdf['id']}")
+    assert resp.status == 404  # a /v1 record that is not a FHIR resource is none here
+    resp, found = await fhir.call("GET", "/fhir/Observation?_count=1000")
+    assert pdf["id"] not in {e["resource"]["id"] for e in found["entry"]}
     resp, doc = await fhir.call("DELETE", f"/fhir/Observation/{rid}")
     assert resp.status == 204 and doc is None
     resp, doc = await fhir.call("GET", f"/fhir/Observation/{rid}")

@@ -186,7 +186,8 @@ def check_target(rtype: str, resource: dict, rid: str | None) -> None:
 
 async def read(vault, caller: Caller, rtype: str, rid: str, version: int | None = None) -> tuple[dict, dict]:
     """(resource, its row); 404 for another type, 410 for a version no longer held."""
-    whole = await vault.records.read_whole(caller, record_id(rid), vault.config.max_fhir_bytes, version)
+    whole = await vault.records.read_whole(caller, record_id(rid), vault.config.max_fhir_bytes, version,
+                                           indexed.MEDIA_TYPE)
     return served(whole.data, whole.row, rtype), whole.row
 
 
