@@ -476,3 +476,10 @@ async def test_deeply_nested_bodies_are_400_not_500(api):
                             "request": {"method": "POST", "url": "Observation"}}]})):
         resp, doc = await fhir.call("POST", path, body)
         assert resp.status == 400 and issue_code(doc) == "bad_json"
+
+
+@pytest.mark.parametrize("host", ["a:b:c", "", "x/y", "evil.example/path?", "a b"])
+async def test_a_malformed_host_is_neither_a_500_nor_reflected_into_links(api, host):
+    resp, doc = await Fhir(api).call("GET", "/fhir/Observation", headers={"Host": host})
+    assert resp.status == 200 and doc["link"][0]["url"].startswith("http://127.0.0.1:")
+

@@ -5,6 +5,7 @@ the interactions live in the sibling modules, the decisions in the engine.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from importlib.metadata import version
@@ -29,8 +30,20 @@ _PIECE = 256 * 1024
 _MAX_FORM = 64 * 1024
 
 
+_HOST = re.compile(r"(?:[A-Za-z0-9-]{1,63}\.){0,8}[A-Za-z0-9-]{1,63}(?::\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](?::\d{1,5})?")
+
+
 def base_of(request: web.Request) -> str:
-    return f"{request.url.origin()}{BASE}"
+    """The absolute base for Bundle links: the Host the client used when it is
+    a plain host[:port], else the address it reached (a malformed or hostile
+    Host is neither reflected into links nor a 500)."""
+    host = request.headers.get("Host", "")
+    if not _HOST.fullmatch(host):
+        address = request.transport.get_extra_info("sockname") if request.transport else None
+        host = "localhost"
+        if isinstance(address, tuple) and len(address) >= 2:
+            host = f"[{address[0]}]:{address[1]}" if ":" in str(address[0]) else f"{address[0]}:{address[1]}"
+    return f"{request.scheme}://{host}{BASE}"
 
 
 async def body_of(request: web.Request) -> bytes:
