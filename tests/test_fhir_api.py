@@ -483,3 +483,18 @@ async def test_a_malformed_host_is_neither_a_500_nor_reflected_into_links(api, h
     resp, doc = await Fhir(api).call("GET", "/fhir/Observation", headers={"Host": host})
     assert resp.status == 200 and doc["link"][0]["url"].startswith("http://127.0.0.1:")
 
+
+
+async def test_everything_says_when_it_left_resources_out(api, monkeypatch):
+    from api.fhir import query
+    fhir = Fhir(api)
+    person = await fhir.create(patient(family="Many"))
+    for day in range(1, 5):
+        await fhir.create(observation("many", f"2024-01-0{day}", f"Patient/{person['id']}"))
+    monkeypatch.setattr(query, "MAX_EVERYTHING", 2)
+    monkeypatch.setattr(query, "MAX_PAGE", 2)
+    resp, doc = await fhir.call("GET", f"/fhir/Patient/{person['id']}/$everything")
+    assert resp.status == 200 and "total" not in doc
+    assert [e["resource"]["resourceType"] for e in doc["entry"]] == [
+        "Patient", "Observation", "Observation", "OperationOutcome"]
+    assert doc["entry"][-1]["search"]["mode"] == "outcome"

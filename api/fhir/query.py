@@ -9,6 +9,7 @@ from daemon.errors import NotFound
 from daemon.views import MAX_PAGE
 
 from . import bundles
+from .outcome import outcome
 from .resources import is_resource, served
 from .search import link, translate
 
@@ -65,9 +66,10 @@ async def everything(vault, caller: Caller, base: str, patient: dict, did: str |
     searches = [[("subject", f"Patient/{patient['id']}")]]
     if did:
         searches.append([("patient", did)])
+    truncated = False
     for items in searches:
         cursor = None
-        while len(found) < MAX_EVERYTHING:
+        while True:
             page = await vault.records.search(caller, items + [("_count", str(MAX_PAGE))]
                                               + ([("cursor", cursor)] if cursor else []))
             for record in page["items"]:
@@ -76,7 +78,16 @@ async def everything(vault, caller: Caller, base: str, patient: dict, did: str |
             cursor = page["next"]
             if cursor is None:
                 break
+            if len(found) >= MAX_EVERYTHING:
+                truncated = True
+                break
+    truncated = truncated or len(found) > MAX_EVERYTHING
     records = list(found.values())[:MAX_EVERYTHING]
     resources = [patient, *await resources_of(vault, caller, records)]
     self_link = f"{base}/Patient/{patient['id']}/$everything"
-    return bundles.searchset(base, resources, self_link, total=len(resources))
+    bundle = bundles.searchset(base, resources, self_link, total=None if truncated else len(resources))
+    if truncated:  # FHIR's way to say so inside a searchset: an OperationOutcome entry
+        note = outcome(200, "truncated", f"only the first {MAX_EVERYTHING} resources are included")
+        note["issue"][0].update(severity="warning", code="too-costly")
+        bundle["entry"].append({"resource": note, "search": {"mode": "outcome"}})
+    return bundle
