@@ -18,13 +18,32 @@ LOINC = "http://loinc.org"
 
 
 @pytest.fixture
-def server(node):
+def server(node, monkeypatch):
+    """The daemon's FHIR base and the owner's token; every FHIR answer the
+    clients receive from it is also checked against R4 (fhirclient's models)."""
+    real = requests.request
+    checked = []
+
+    def checking(method, url, **kwargs):
+        resp = real(method, url, **kwargs)
+        if resp.headers.get("Content-Type", "").startswith("application/fhir+json"):
+            checked.append(check_r4(resp.json())["resourceType"])
+        return resp
+
+    monkeypatch.setattr(requests, "request", checking)
+    monkeypatch.setattr(requests, "post", lambda url, **kw: checking("post", url, **kw))
+    monkeypatch.setattr(requests, "get", lambda url, **kw: checking("get", url, **kw))
+    yield from _server(node)
+    assert checked, "no FHIR answer was checked"
+
+
+def _server(node):
     data_dir, _, _ = node
     with open(os.path.join(data_dir, "api")) as handle:
         url = handle.read().strip()
     with open(os.path.join(data_dir, "owner.token")) as handle:
         token = handle.read().strip()
-    return f"{url}/fhir", f"Bearer {token}"
+    yield f"{url}/fhir", f"Bearer {token}"
 
 
 def test_fhirpy_creates_reads_searches_pages_updates_and_sends_a_transaction(server):
