@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DATA_DIR ?= .medvault
 LISTEN   ?= 127.0.0.1:7420
 FUZZ_SECONDS ?= 15
-FUZZ_TARGETS ?= car manifest envelope metadata share range cursor fhir
+FUZZ_TARGETS ?= car manifest envelope metadata share range cursor fhir fhir_rest
 
 .PHONY: run test ipfs schema venv bench bench-ipfs bench-sharing bench-search clean fuzz
 

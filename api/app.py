@@ -10,6 +10,7 @@ from aiohttp import web
 from . import (routes_admin, routes_audit, routes_maintenance, routes_pins, routes_records, routes_sharing,
                routes_system)
 from .auth import auth_middleware
+from .fhir import routes as fhir_routes
 from .errors import CLIENT_CLOSED, client_gone, error_middleware
 from .keys import VAULT
 from .limits import slow_client_middleware
@@ -66,4 +67,5 @@ def make_app(vault) -> web.Application:
     app[VAULT] = vault
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
+    app.add_routes(fhir_routes.routes)  # FHIR R4 REST: specified by FHIR and /fhir/metadata, not openapi.json
     return app

@@ -1,4 +1,5 @@
-"""One error shape for every failure: ``{"error": {"code", "message"}}``.
+"""One error shape for every failure: ``{"error": {"code", "message"}}``
+(on ``/fhir``, the same status with an OperationOutcome body).
 
 Engine errors map to their status by kind; aiohttp's own HTTP errors (unknown
 route, wrong method) are reshaped; anything unexpected is logged by type only
@@ -16,16 +17,19 @@ from daemon import errors as e
 from daemon.space import full_error, is_full
 from indexer.db import DiskFull, QueryInterrupted
 
+from .fhir.outcome import is_fhir, render_error
+
 log = logging.getLogger("medvault.api")
 
 STATUS = {
-    e.BadRequest: 400, e.Unauthorized: 401, e.Forbidden: 403, e.NotFound: 404, e.Conflict: 409,
-    e.TooLarge: 413, e.UnsupportedMediaType: 415, e.InvalidRecord: 422, e.IntegrityError: 502,
+    e.BadRequest: 400, e.Unauthorized: 401, e.Forbidden: 403, e.NotFound: 404, e.Conflict: 409, e.Gone: 410,
+    e.PreconditionFailed: 412,
+    e.NotAcceptable: 406, e.TooLarge: 413, e.UnsupportedMediaType: 415, e.InvalidRecord: 422, e.IntegrityError: 502,
     e.BlockNotFound: 502, e.BackendFailed: 502, e.BackendUnavailable: 503, e.QueryTimeout: 503, e.NotFoundOnNetwork: 504,
     e.InsufficientStorage: 507,
 }
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+               405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
                416: "range_not_satisfiable", 422: "invalid_record"}
 
 
@@ -112,14 +116,23 @@ async def _mapped(request: web.Request, handler):
     except e.VaultError as error:
         status = status_of(error)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return error_response(status, error.code, error.message, headers)
+        return _answer(request, status, error.code, error.message, headers, error)
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return error_response(error.status, _HTTP_CODES.get(error.status, "http_error"), error.reason,
-                              {k: v for k, v in error.headers.items() if k.lower() == "allow"})
+        return _answer(request, error.status, _HTTP_CODES.get(error.status, "http_error"), error.reason,
+                       {k: v for k, v in error.headers.items() if k.lower() == "allow"})
     except Exception as error:  # a bug: log the type, never the message (may hold data)
         if client_gone(request):
             return _aborted(request, error)
         log.error("unhandled error", extra={"error_type": type(error).__name__, "route": _route(request)})
-        return error_response(500, "internal_error", "the server failed to handle this request")
+        return _answer(request, 500, "internal_error", "the server failed to handle this request")
+
+
+def _answer(request: web.Request, status: int, code: str, message: str, headers: dict | None = None,
+            error: e.VaultError | None = None) -> web.Response:
+    """One mapping of errors to statuses; the body in the caller's API's shape
+    (FHIR's OperationOutcome on /fhir, our JSON error elsewhere)."""
+    if is_fhir(request):
+        return render_error(status, code, message, headers, error)
+    return error_response(status, code, message, headers)

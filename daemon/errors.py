@@ -36,12 +36,30 @@ class Conflict(VaultError):
     code = "conflict"
 
 
+class PreconditionFailed(VaultError):
+    """The client's precondition (an expected version, FHIR's If-Match) no longer holds."""
+
+    code = "precondition_failed"
+
+
+class Gone(VaultError):
+    """The thing existed but its content is gone for good (a version rotated away or erased)."""
+
+    code = "gone"
+
+
 class TooLarge(VaultError):
     code = "too_large"
 
 
 class UnsupportedMediaType(VaultError):
     code = "unsupported_media_type"
+
+
+class NotAcceptable(VaultError):
+    """The client accepts no format this server answers in (FHIR: JSON only)."""
+
+    code = "not_acceptable"
 
 
 class InvalidRecord(VaultError):

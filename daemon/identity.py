@@ -6,7 +6,7 @@ The node keeps private keys (32-byte seeds) only inside the KeyStore.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from multiformats import multibase
 from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
@@ -92,9 +92,11 @@ class Principal:
     def seed(self) -> bytes:
         return bytes(self.signing_key)
 
-    @property
+    @cached_property
     def box_key(self) -> PrivateKey:
-        return PrivateKey(self.signing_key.to_curve25519_private_key().encode())
+        """Derived once per principal: the conversion and its public key cost
+        about a millisecond, which every envelope opened used to pay again."""
+        return self.signing_key.to_curve25519_private_key()
 
     def sign(self, message: bytes) -> bytes:
         return self.signing_key.sign(message).signature

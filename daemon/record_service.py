@@ -6,6 +6,7 @@ plaintext or keys.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,10 +18,12 @@ from . import search_params, timeutil
 from .access import AccessPolicy, Action
 from .auth import Caller
 from .cid import Cid
+from .errors import BadRequest, BlockNotFound, Gone, NotFound, PreconditionFailed, TooLarge
+from .ingest import iterate_bytes
 from .reader import plaintext
 from .record_input import RecordInput
 from .version_writer import NewVersion, VersionWriter
-from .views import new_record_id, record_view
+from .views import check_record_id, new_record_id, record_view
 
 log = logging.getLogger("medvault.vault")
 
@@ -39,6 +42,29 @@ class OpenRecord:
         return self._stream(start, end)
 
 
+@dataclass
+class WholeRecord:
+    """A record version read whole: its row (of that version) and plaintext."""
+
+    row: dict
+    content_type: str
+    data: bytes = field(repr=False)
+
+
+@dataclass
+class Change:
+    """One record of a multi-record write: a new record (``new``, with an id
+    chosen by the caller so references between the records can be set
+    before they are sealed) or the next version of ``record_id``."""
+
+    record_id: str
+    new: bool
+    body: bytes = field(repr=False)
+    content_type: str
+    info: RecordInput
+    expect_version: int | None = None
+
+
 class Records:
     def __init__(self, services, access: AccessPolicy, writer: VersionWriter):
         self._s = services
@@ -49,25 +75,60 @@ class Records:
 
     async def create(self, caller: Caller, source: AsyncIterator[bytes], content_type: str | None,
                      info: RecordInput, content_length: int | None = None) -> dict:
-        readers = [{"recipient": caller.did, "role": "author"}]
-        if info.patient and info.patient != caller.did:
-            readers.append({"recipient": info.patient, "role": "patient"})
-        return await self._writer.write(NewVersion(caller, new_record_id(), 1, None, readers, info, content_type,
-                                                   content_length), source)
+        return await self._writer.write(self._first_version(caller, new_record_id(), info, content_type,
+                                                            content_length), source)
 
     async def update(self, caller: Caller, record_id: str, source: AsyncIterator[bytes], content_type: str | None,
                      info: RecordInput, content_length: int | None = None) -> dict:
         """A new version under a new DEK; every live envelope is re-issued for it."""
         async with self._s.locks.hold(record_id):
-            row = (await self._access.require(caller, Action.UPDATE, record_id)).row
-            readers = [{"recipient": e["recipient"], "role": e["role"], "expires": e["expires"]}
-                       for e in await self._s.db.read(records.live_grants, row["cid"], timeutil.now())]
-            info.patient = row["patient"]  # the patient of a record does not change between versions
-            info.type = info.type or row["type"]
-            info.title = info.title or row["title"]
-            info.tags = info.tags or row["tags"]
-            return await self._writer.write(NewVersion(caller, record_id, row["version"] + 1, row, readers, info,
-                                                       content_type, content_length, action="update"), source)
+            new = await self._next_version(caller, record_id, info, content_type, content_length, None)
+            return await self._writer.write(new, source)
+
+    async def write_many(self, caller: Caller, changes: list[Change]) -> list[dict]:
+        """New records and new versions of others, all or nothing, in one index
+        commit (a FHIR transaction Bundle). Each change is decided by the
+        access policy exactly as a single create or update is; a version's
+        ``expect_version`` (FHIR's If-Match) refuses with 412 when the record
+        moved on."""
+        updated = [c.record_id for c in changes if not c.new]
+        if len(set(updated)) != len(updated):
+            raise BadRequest("a transaction may change each record only once", "duplicate_record")
+        for change in changes:
+            check_record_id(change.record_id)
+        async with self._s.locks.hold(*updated):
+            versions = []
+            for change in changes:
+                new = (self._first_version(caller, change.record_id, change.info, change.content_type, len(change.body))
+                       if change.new else
+                       await self._next_version(caller, change.record_id, change.info, change.content_type,
+                                                len(change.body), change.expect_version))
+                versions.append((new, iterate_bytes(change.body)))
+            return await self._writer.write_many(versions)
+
+    @staticmethod
+    def _first_version(caller: Caller, record_id: str, info: RecordInput, content_type: str | None,
+                       content_length: int | None) -> NewVersion:
+        readers = [{"recipient": caller.did, "role": "author"}]
+        if info.patient and info.patient != caller.did:
+            readers.append({"recipient": info.patient, "role": "patient"})
+        return NewVersion(caller, record_id, 1, None, readers, info, content_type, content_length)
+
+    async def _next_version(self, caller: Caller, record_id: str, info: RecordInput, content_type: str | None,
+                            content_length: int | None, expect_version: int | None) -> NewVersion:
+        """The next version of a record (the caller holds its lock)."""
+        row = (await self._access.require(caller, Action.UPDATE, record_id)).row
+        if expect_version is not None and expect_version != row["version"]:
+            raise PreconditionFailed(f"the record is at version {row['version']}, not {expect_version}",
+                                     "version_mismatch")
+        readers = [{"recipient": e["recipient"], "role": e["role"], "expires": e["expires"]}
+                   for e in await self._s.db.read(records.live_grants, row["cid"], timeutil.now())]
+        info.patient = row["patient"]  # the patient of a record does not change between versions
+        info.type = info.type or row["type"]
+        info.title = info.title or row["title"]
+        info.tags = info.tags or row["tags"]
+        return NewVersion(caller, record_id, row["version"] + 1, row, readers, info, content_type, content_length,
+                          action="update")
 
     # ---- reading --------------------------------------------------------
 
@@ -91,6 +152,77 @@ class Records:
                 yield piece
 
         return OpenRecord(row, size, opened.body["content_type"], stream)
+
+    async def read_whole(self, caller: Caller, record_id: str, cap: int, version: int | None = None,
+                         media_type: str | None = None) -> WholeRecord:
+        """A record's (or one of its versions') whole plaintext, at most ``cap``
+        bytes (FHIR reads return resources, not streams). Access is the
+        current version's READ; an older version opens through the caller's
+        own envelope for it, and one rotated away or no longer held is 410.
+        With ``media_type``, a record of another type is 404 (not opened)."""
+        s = self._s
+        row = (await self._access.require(caller, Action.READ, record_id)).row
+        if media_type is not None and row["content_type"].split(";", 1)[0].strip().lower() != media_type:
+            raise NotFound("no such record of that media type", "record_not_found")
+        if version is not None and version != row["version"]:
+            past = next((v for v in await s.db.read(records.versions, record_id) if v["version"] == version), None)
+            if past is None:
+                raise NotFound("the record has no such version", "version_not_found")
+            row = {**row, "version": version, "cid": past["cid"], "updated": past["created"],
+                   "author": past["author"], "content_type": past["content_type"], "size": past["size"]}
+            try:
+                opened = await s.open_version(caller.did, row, caller.has("emergency"))
+            except (NotFound, BlockNotFound):
+                raise Gone("that version's key or content is no longer held (rotated or erased)",
+                           "version_gone") from None
+        else:
+            opened = await s.open_version(caller.did, row, caller.has("emergency"))
+        size = opened.body["size"]
+        if size > cap:
+            raise TooLarge(f"the record is larger than {cap} bytes and cannot be read whole here")
+        data = b"".join([piece async for piece in plaintext(opened.manifest, opened.dek, size, s.blocks, s.cpu,
+                                                            prefetch=s.config.read_prefetch)])
+        await s.audit(caller.did, "read", record_id, "ok", {"version": row["version"]})
+        s.metrics.records_read.inc()
+        s.metrics.bytes_read.inc(len(data))
+        return WholeRecord(row, opened.body["content_type"], data)
+
+    async def read_found(self, caller: Caller, rows: list[dict], cap: int) -> list[bytes | None]:
+        """The plaintexts of rows a search just returned (the search applied
+        the access rule in SQL; each open needs the caller's live envelope
+        again, looked up for all rows in one read), opened in parallel. The
+        audit entries (one per record, one commit) are written meanwhile, so
+        the durability wait overlaps the decryption; one for a record that
+        then fails to open over-reports a read, never under-reports one. A
+        record larger than ``cap`` or changed meanwhile gives None."""
+        s, emergency = self._s, caller.has("emergency")
+        wanted = [r for r in rows if r["size"] <= cap]
+        if not wanted:
+            return [None] * len(rows)
+        now = timeutil.now()
+        envelopes = await s.db.read(records.live_envelopes, [r["cid"] for r in wanted], caller.did, now, emergency)
+
+        def commit(conn: sqlite3.Connection) -> None:
+            for row in wanted:
+                if row["cid"] in envelopes:
+                    audit.append(conn, now, caller.did, "read", row["id"], "ok", {"version": row["version"]})
+
+        audited = asyncio.ensure_future(s.db.write(commit))
+
+        async def one(row: dict) -> bytes | None:
+            envelope = envelopes.get(row["cid"])
+            if envelope is None or row["size"] > cap:
+                return None
+            opened = await s.open_version(caller.did, row, emergency, envelope)
+            return b"".join([piece async for piece in plaintext(
+                opened.manifest, opened.dek, opened.body["size"], s.blocks, s.cpu, prefetch=s.config.read_prefetch)])
+
+        try:
+            found = await asyncio.gather(*[one(r) for r in rows])
+        finally:
+            await audited  # answered only once the audit of what it reads is durable
+        s.metrics.records_read.inc(sum(data is not None for data in found))
+        return found
 
     async def versions(self, caller: Caller, record_id: str) -> list[dict]:
         await self._access.require(caller, Action.VERSIONS, record_id)

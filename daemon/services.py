@@ -159,12 +159,15 @@ class Services:
 
     # ---- opening a version ----------------------------------------------
 
-    async def open_version(self, did: str, row: dict, emergency: bool = False) -> OpenVersion:
-        """Opens ``did``'s live envelope for the record's current manifest,
+    async def open_version(self, did: str, row: dict, emergency: bool = False,
+                           envelope: dict | None = None) -> OpenVersion:
+        """Opens ``did``'s live envelope for the record's current manifest
+        (``envelope``: that row, when the caller just read it with others),
         then the manifest; checks both signatures and that the manifest is
         the version the index row describes."""
-        envelope = await self.db.read(records.live_envelope, row["cid"], did, timeutil.now(), emergency)
         if envelope is None:
+            envelope = await self.db.read(records.live_envelope, row["cid"], did, timeutil.now(), emergency)
+        if envelope is None or envelope["manifest"] != row["cid"] or envelope["recipient"] != did:
             raise NotFound("no such record", "record_not_found")
         try:
             env_cid = Cid.parse(envelope["cid"])

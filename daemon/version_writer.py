@@ -91,72 +91,103 @@ class VersionWriter:
         return iterate_bytes(bytes(body)), summary
 
     async def write(self, new: NewVersion, source: AsyncIterator[bytes]) -> dict:
+        return (await self.write_many([(new, source)]))[0]
+
+    async def write_many(self, versions: list[tuple[NewVersion, AsyncIterator[bytes]]]) -> list[dict]:
+        """Writes several versions (of different records) all or nothing: every
+        block stored, one durability wait for the blocks, then one index
+        commit whose savepoint holds every version's rows (a FHIR transaction
+        Bundle; one version is the common case). A failure in any version
+        keeps none of them and removes every block stored."""
+        s = self._s
+        async with s.upload(versions) as store:  # a failure anywhere inside removes the blocks stored
+            staged = [await self._stage(new, source, store) for new, source in versions]
+            await s.blocks.sync()  # every block durable before the index says the record exists
+            await store.protect([cid for version in staged for cid in version.roots])
+
+            def commit(conn: sqlite3.Connection) -> None:
+                for version in staged:
+                    version.commit(conn)
+
+            await s.db.write(commit)  # inside the upload: gc spares its blocks until they are live
+        s.kick_reconciler()
+        status, replicas = s.initial_pin
+        for version in staged:
+            s.metrics.records_written.inc()
+            s.metrics.bytes_written.inc(version.row["size"])
+            log.info("record version stored", extra={"record": version.row["id"], "version": version.row["version"],
+                                                      "size": version.row["size"], "chunks": version.chunks})
+        return [record_view({**version.row, "pin_status": status, "pin_replicas": replicas}) for version in staged]
+
+    async def _stage(self, new: NewVersion, source: AsyncIterator[bytes], store) -> "_Staged":
+        """Seals and stores one version's blocks; returns what its commit needs."""
         s, cfg, info = self._s, self._s.config, new.info
         author = s.key_of(new.caller.did)
         full_type, base_type = check_media_type(new.content_type)
         info.validated()
-        async with s.upload(source) as store:  # a failure anywhere inside removes the blocks stored
-            source, summary = await self._prepare_body(source, base_type, info, new.content_length)
-            dek = crypto.new_data_key()
-            sealed = await seal_stream(source, dek, store, s.cpu, chunk_size=cfg.chunk_size,
-                                       max_bytes=cfg.max_record_bytes, concurrency=cfg.ingest_concurrency,
-                                       pad_to=partial(padded_length, buckets=cfg.pad_buckets))
-            now = timeutil.now()
-            body = {
-                "record": new.record_id, "version": new.version, "prev": new.prev["cid"] if new.prev else None,
-                "content_type": full_type, "size": sealed.size, "patient": info.patient, "type": info.type,
-                "title": info.title, "tags": info.tags, "date": info.date,
-                "subject": summary.subject if summary else None,
-                "codes": [list(c) for c in summary.codes] if summary else [],
-                "identifiers": [list(i) for i in summary.identifiers] if summary else [],
-                "text": summary.text if summary else None, "author": author.did, "created": now,
-            }
-            # Signing and sealing release the GIL: off the event loop, onto the CPU pool.
-            link_blocks, manifest, envelope_blocks = await s.off_loop(
-                _seal_version, dek, sealed.stream_id, cfg.chunk_size, sealed.chunks, cfg.link_fanout, body, author,
-                new.readers, now, sealed.padded)
-            await store.put_many([*sealed.pending, *link_blocks, manifest, *envelope_blocks])
-            await s.blocks.sync()  # every block durable before the index says the record exists
-            await store.protect([manifest.cid, *(b.cid for b in envelope_blocks)])
-            envelopes = [{"cid": str(block.cid), "record_id": new.record_id, "version": new.version,
-                          "manifest": str(manifest.cid), "recipient": reader["recipient"], "granter": author.did,
-                          "role": reader["role"], "granted": now, "expires": reader.get("expires")}
-                         for reader, block in zip(new.readers, envelope_blocks)]
-            row = {"id": new.record_id, "version": new.version, "cid": str(manifest.cid), "patient": info.patient,
-                   "type": info.type, "content_type": full_type, "title": info.title,
-                   "text": summary.text if summary else None, "subject": body["subject"], "date": info.date,
-                   "tags": info.tags, "identifiers": body["identifiers"], "size": sealed.size,
-                   "created": new.prev["created"] if new.prev else now,
-                   "updated": now, "author": author.did}
-            roles = [(author.did, "creator"), (info.patient, "patient")] if new.prev is None else []
-            # Where protect() already pinned everything, the reconciler only re-checks later.
-            status, replicas = s.initial_pin
-            first_look = time.time() + cfg.verify_interval if s.pinner.pinned_on_protect else 0
-            codes = summary.codes if summary else []
+        source, summary = await self._prepare_body(source, base_type, info, new.content_length)
+        dek = crypto.new_data_key()
+        sealed = await seal_stream(source, dek, store, s.cpu, chunk_size=cfg.chunk_size,
+                                   max_bytes=cfg.max_record_bytes, concurrency=cfg.ingest_concurrency,
+                                   pad_to=partial(padded_length, buckets=cfg.pad_buckets))
+        now = timeutil.now()
+        body = {
+            "record": new.record_id, "version": new.version, "prev": new.prev["cid"] if new.prev else None,
+            "content_type": full_type, "size": sealed.size, "patient": info.patient, "type": info.type,
+            "title": info.title, "tags": info.tags, "date": info.date,
+            "subject": summary.subject if summary else None,
+            "codes": [list(c) for c in summary.codes] if summary else [],
+            "identifiers": [list(i) for i in summary.identifiers] if summary else [],
+            "text": summary.text if summary else None, "author": author.did, "created": now,
+        }
+        # Signing and sealing release the GIL: off the event loop, onto the CPU pool.
+        link_blocks, manifest, envelope_blocks = await s.off_loop(
+            _seal_version, dek, sealed.stream_id, cfg.chunk_size, sealed.chunks, cfg.link_fanout, body, author,
+            new.readers, now, sealed.padded)
+        await store.put_many([*sealed.pending, *link_blocks, manifest, *envelope_blocks])
+        envelopes = [{"cid": str(block.cid), "record_id": new.record_id, "version": new.version,
+                      "manifest": str(manifest.cid), "recipient": reader["recipient"], "granter": author.did,
+                      "role": reader["role"], "granted": now, "expires": reader.get("expires")}
+                     for reader, block in zip(new.readers, envelope_blocks)]
+        row = {"id": new.record_id, "version": new.version, "cid": str(manifest.cid), "patient": info.patient,
+               "type": info.type, "content_type": full_type, "title": info.title,
+               "text": summary.text if summary else None, "subject": body["subject"], "date": info.date,
+               "tags": info.tags, "identifiers": body["identifiers"], "size": sealed.size,
+               "created": new.prev["created"] if new.prev else now,
+               "updated": now, "author": author.did}
+        roles = [(author.did, "creator"), (info.patient, "patient")] if new.prev is None else []
+        # Where protect() already pinned everything, the reconciler only re-checks later.
+        first_look = time.time() + cfg.verify_interval if s.pinner.pinned_on_protect else 0
+        codes = summary.codes if summary else []
 
-            def commit(conn: sqlite3.Connection) -> None:
-                if new.prev is not None:
-                    _check_readers(conn, new.prev["cid"], new.readers, now)
-                try:
-                    records.save_version(conn, row, envelopes, codes,
-                                         prev_cid=new.prev["cid"] if new.prev else None, roles=roles)
-                except sqlite3.IntegrityError:
-                    raise Conflict("the record changed while this version was written; retry",
-                                   "version_conflict") from None
-                s.want_pins(conn, [(row["cid"], "manifest"), *((e["cid"], "envelope") for e in envelopes)],
-                            new.record_id, now, first_look)
-                if new.also is not None:
-                    new.also(conn, now)
-                audit.append(conn, now, new.caller.did, new.action, new.record_id, "ok",
-                             {"version": new.version, "size": sealed.size})
+        def commit(conn: sqlite3.Connection) -> None:
+            if new.prev is not None:
+                _check_readers(conn, new.prev["cid"], new.readers, now)
+            try:
+                records.save_version(conn, row, envelopes, codes,
+                                     prev_cid=new.prev["cid"] if new.prev else None, roles=roles)
+            except sqlite3.IntegrityError:
+                raise Conflict("the record changed while this version was written; retry",
+                               "version_conflict") from None
+            s.want_pins(conn, [(row["cid"], "manifest"), *((e["cid"], "envelope") for e in envelopes)],
+                        new.record_id, now, first_look)
+            if new.also is not None:
+                new.also(conn, now)
+            audit.append(conn, now, new.caller.did, new.action, new.record_id, "ok",
+                         {"version": new.version, "size": sealed.size})
 
-            await s.db.write(commit)  # inside the upload: gc spares its blocks until they are live
-        s.kick_reconciler()
-        s.metrics.records_written.inc()
-        s.metrics.bytes_written.inc(sealed.size)
-        log.info("record version stored", extra={"record": new.record_id, "version": new.version,
-                                                  "size": sealed.size, "chunks": len(sealed.chunks)})
-        return record_view({**row, "pin_status": status, "pin_replicas": replicas})
+        return _Staged(row, [manifest.cid, *(b.cid for b in envelope_blocks)], len(sealed.chunks), commit)
+
+
+@dataclass
+class _Staged:
+    """A version whose blocks are stored: its index row, the roots to protect,
+    and the commit that makes it live."""
+
+    row: dict
+    roots: list
+    chunks: int
+    commit: Callable[[sqlite3.Connection], None]
 
 
 def _check_readers(conn: sqlite3.Connection, prev_manifest: str, readers: list[dict], now: str) -> None:

@@ -133,6 +133,12 @@ def live_envelope(conn: sqlite3.Connection, manifest: str, caller: str, now: str
     return dict(row) if row else None
 
 
+def live_envelopes(conn: sqlite3.Connection, manifests: list[str], caller: str, now: str,
+                   emergency: bool = False) -> dict[str, dict]:
+    """``live_envelope`` for many manifests at once: manifest → the caller's newest live envelope."""
+    return {m: e for m in dict.fromkeys(manifests) if (e := live_envelope(conn, m, caller, now, emergency))}
+
+
 def versions(conn: sqlite3.Connection, record_id: str) -> list[dict]:
     return [dict(r) for r in conn.execute(
         "SELECT * FROM versions WHERE record_id = ? ORDER BY version", (record_id,))]

@@ -2,7 +2,11 @@
 beside the repository, as CI lays it out), the OpenAPI document, and the
 routes the app serves; the only routes beyond API.md are the extensions the
 README's "API changes and extensions" section names. And every `medvault`
-command in the README's code blocks parses with the real CLI parser."""
+command in the README's code blocks parses with the real CLI parser.
+
+``/fhir`` is outside these copies on purpose: FHIR R4 and the
+CapabilityStatement at /fhir/metadata specify it (tests/test_fhir_api.py
+checks it against R4); the last test here keeps it to that prefix."""
 from __future__ import annotations
 
 import contextlib
@@ -111,3 +115,10 @@ def test_the_drift_checks_can_fail():
         ("POST", "/v1/x/{}")}
     with contextlib.redirect_stderr(io.StringIO()), pytest.raises(SystemExit):
         _parser().parse_args(readme_commands("    medvault put x --no-such-option\n")[0])
+
+
+def test_the_only_routes_outside_the_contract_are_fhir_ones():
+    from api.fhir.routes import routes as fhir_routes
+    paths = {route.path for route in fhir_routes}
+    assert paths and all(p == "/fhir" or p.startswith("/fhir/") for p in paths)
+    assert not {_norm(r.method, r.path) for r in fhir_routes} & served_routes()

@@ -81,6 +81,19 @@ def test_our_cids_equal_multiformats():
             assert Cid.parse(theirs.encode()) == ours
 
 
+def test_cid_parse_fast_path_takes_only_the_canonical_form():
+    ours = Cid.for_data(RAW, b"x")
+    text = str(ours)
+    assert Cid.parse(text) == ours
+    assert Cid.parse(CID.decode(text).encode("base58btc")) == ours  # other bases: through multiformats
+    for other in (text.upper(), "B" + text[1:], text[:-1] + ("a" if text[-1] != "a" else "b"), text[:-1] + "1"):
+        try:
+            parsed = Cid.parse(other)
+        except ValueError:
+            continue
+        assert str(CID.decode(other)) and bytes(parsed) == bytes(CID.decode(other))  # same answer as multiformats
+
+
 @pytest.mark.parametrize("text", ["", "nope", "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
                                   "bafkqaaa", "bagaaierasords4njcts6vs7qvdjfcvgnume4hqohf65zsfguprqphs3icwea"])
 def test_cid_parse_refuses_what_v1_does_not_write(text):
