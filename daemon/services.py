@@ -13,7 +13,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -33,6 +33,7 @@ from .identity import Principal
 from .keystore import KeyStore
 from .manifest import Manifest, SignatureError, decode_manifest, open_metadata
 from .metrics import Metrics
+from .priority import bulk_pool, lower_priority
 from .reader import walk
 from .space import Space
 
@@ -92,7 +93,7 @@ class Services:
         self.blocks = blocks
         self.pinner = pinner
         self.metrics = metrics or Metrics()
-        self.cpu = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="seal")
+        self.cpu = bulk_pool(max(2, os.cpu_count() or 2), "seal")
         self.locks = RecordLocks()
         self.inflight: dict[int, float] = {}  # uploads in progress → start time (garbage collection spares them)
         self.space = Space(config.data_dir, config.min_free_bytes, config.reserve_bytes)
@@ -111,7 +112,8 @@ class Services:
         16 MiB body is one C call: a thread would still stop the loop for its
         whole length) in a worker process, started on first use."""
         if self._processes is None:
-            self._processes = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._processes = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=lower_priority)
         return await asyncio.get_running_loop().run_in_executor(self._processes, fn, *args)
 
     async def manifest(self, cid: Cid) -> Manifest:
