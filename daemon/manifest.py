@@ -100,7 +100,7 @@ def decode_manifest(cid: Cid, data: bytes) -> Manifest:
     """Decodes a manifest block under the strict schema (FORMAT.md, "Decoder rules")."""
     if cid.codec != DAG_CBOR:
         raise FormatError("a manifest must be a dag-cbor block")
-    node = strict.exact_map(strict.decode_canonical(data, "manifest"), "manifest", _MANIFEST_FIELDS)
+    node = strict.exact_map(strict.decode_canonical_links(data, "manifest"), "manifest", _MANIFEST_FIELDS)
     strict.integer(node["v"], "manifest.v", crypto.FORMAT_VERSION, crypto.FORMAT_VERSION)
     sid = strict.byte_string(node["sid"], "manifest.sid", crypto.STREAM_ID_BYTES)
     cs = strict.integer(node["cs"], "manifest.cs", 1, crypto.MAX_CHUNK_SIZE)
@@ -115,7 +115,7 @@ def decode_link_block(cid: Cid, data: bytes, codec: int | None = None) -> tuple[
     level above the chunks, dag-cbor higher up). All links of a block share one codec."""
     if cid.codec != DAG_CBOR:
         raise FormatError("a link block must be a dag-cbor block")
-    node = strict.exact_map(strict.decode_canonical(data, "link block"), "link block", _LINK_BLOCK_FIELDS)
+    node = strict.exact_map(strict.decode_canonical_links(data, "link block"), "link block", _LINK_BLOCK_FIELDS)
     raw = node["links"]
     if codec is None:  # a caller that does not know the level: all links share the first one's codec
         codec = strict.any_link(raw[0], "link block.links[0]").codec if type(raw) is list and raw else RAW
