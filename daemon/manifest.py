@@ -21,9 +21,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-import dag_cbor
-
-from . import crypto, strict
+from . import cbor, crypto, strict
 from .blocks import Block, FormatError
 from .cid import DAG_CBOR, RAW, Cid
 from .identity import Principal, verify
@@ -89,7 +87,7 @@ def build_manifest(dek: bytes, stream_id: bytes, chunk_size: int, depth: int, li
                    body: dict, author: Principal, meta_nonce: bytes | None = None) -> Block:
     """Signs ``body`` as ``author`` and seals it under the DEK into a manifest block."""
     signature = author.sign(_signing_input(stream_id, chunk_size, depth, links, body))
-    sealed = crypto.seal_metadata(dek, stream_id, dag_cbor.encode({"body": body, "sig": signature}), meta_nonce)
+    sealed = crypto.seal_metadata(dek, stream_id, cbor.encode({"body": body, "sig": signature}), meta_nonce)
     return Block.dag_cbor({
         "v": crypto.FORMAT_VERSION, "sid": stream_id, "cs": chunk_size, "depth": depth,
         "links": [c.to_link() for c in links], "meta": sealed,

@@ -15,7 +15,7 @@ import dag_cbor
 import libipld
 from multiformats import CID as _MfCID
 
-from . import timeutil
+from . import cbor, timeutil
 from .blocks import FormatError
 from .cid import Cid
 from .identity import InvalidDid, check_did
@@ -41,7 +41,7 @@ def decode_canonical(data: bytes, what: str):
     """Decodes dag-cbor and refuses any encoding but the canonical one."""
     try:
         value = dag_cbor.decode(bytes(data))
-        canonical = dag_cbor.encode(value) == bytes(data)
+        canonical = cbor.encode(value) == bytes(data)
     except Exception:  # dag_cbor raises its own types, and RecursionError on deep nesting
         raise FieldError(what, "is not valid dag-cbor") from None
     if not canonical:
@@ -78,9 +78,9 @@ def _fast_links(data: bytes) -> dict | None:
     if any(len(k) > 5 or (len(k) == 5 and k > "links") for k in rest):
         return None  # "links" is not the last key in canonical order: not worth a fast path
     try:
-        head = dag_cbor.encode(rest)  # not libipld's encoder: it writes 36-byte strings that parse as CIDs as links
+        head = cbor.encode(rest)  # not libipld's encoder: it writes 36-byte strings that parse as CIDs as links
         cids = [Cid(item) for item in raw]  # type(item) is bytes, else Cid() refuses it
-    except Exception:  # dag_cbor raises its own types
+    except Exception:  # Cid() refuses what is not one of our CIDs
         return None
     rebuilt = b"".join((bytes((0xa0 + len(value),)), head[1:], b"\x65links", _header(4, len(raw)),
                         *(_LINK_PREFIX + bytes(cid) for cid in cids)))
