@@ -30,12 +30,11 @@ from .views import record_view
 
 log = logging.getLogger("medvault.vault")
 _PARSE_IN_PROCESS_ABOVE = 1024 * 1024  # below this a parse is a few ms: a thread is cheaper than the hop
-# Small work runs on the loop itself: a thread hop costs the loop more than
-# parsing a 64 KiB body (~0.3 ms) or sealing a version of a few chunks for a
-# few readers (~0.3 ms), and the worker would hold the GIL for it anyway.
+# A small body parses on the loop itself: a thread hop costs the loop more
+# than parsing 64 KiB (~0.3 ms), and json.loads holds the GIL in a thread too.
+# (Sealing a version stays on the pool even when small: signing and sealing
+# release the GIL, so they run on the other core beside the loop.)
 _INLINE_PARSE_BYTES = 64 * 1024
-_INLINE_CHUNKS = 64
-_INLINE_READERS = 8
 
 
 def _seal_version(dek: bytes, stream_id: bytes, chunk_size: int, chunks: list, fanout: int, body: dict,
@@ -117,12 +116,10 @@ class VersionWriter:
                 "identifiers": [list(i) for i in summary.identifiers] if summary else [],
                 "text": summary.text if summary else None, "author": author.did, "created": now,
             }
-            seal_args = (dek, sealed.stream_id, cfg.chunk_size, sealed.chunks, cfg.link_fanout, body, author,
-                         new.readers, now)
-            if len(sealed.chunks) <= _INLINE_CHUNKS and len(new.readers) <= _INLINE_READERS:
-                link_blocks, manifest, envelope_blocks = _seal_version(*seal_args)
-            else:  # a big link tree or many envelopes: off the event loop, onto the CPU pool
-                link_blocks, manifest, envelope_blocks = await s.off_loop(_seal_version, *seal_args)
+            # Signing and sealing release the GIL: off the event loop, onto the CPU pool.
+            link_blocks, manifest, envelope_blocks = await s.off_loop(
+                _seal_version, dek, sealed.stream_id, cfg.chunk_size, sealed.chunks, cfg.link_fanout, body, author,
+                new.readers, now)
             await store.put_many([*sealed.pending, *link_blocks, manifest, *envelope_blocks])
             await s.blocks.sync()  # every block durable before the index says the record exists
             await store.protect([manifest.cid, *(b.cid for b in envelope_blocks)])
