@@ -23,10 +23,10 @@ import aiohttp
 
 import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import peak_rss_mb, start_node, tree_peak_rss_mb  # noqa: E402  (bench/ on sys.path when run as a script)
+from common import start_node, tree_peak_rss_mb  # noqa: E402  (bench/ on sys.path when run as a script)
 
 from daemon import crypto  # noqa: E402
-from tests.process import Daemon  # noqa: E402
+from tests.process import Daemon, download, set_chunk_size, upload  # noqa: E402
 
 CHUNK = crypto.DEFAULT_CHUNK_SIZE
 
@@ -92,32 +92,6 @@ async def small_records(api: str, token: str, total: int, clients: int) -> float
         return total / (time.perf_counter() - started)
 
 
-def _set_chunk_size(data_dir: str, size: int) -> None:
-    path = os.path.join(data_dir, "config.json")
-    with open(path) as handle:
-        config = json.load(handle)
-    config["chunk_size"] = size
-    with open(path, "w") as handle:
-        json.dump(config, handle)
-
-
-def _upload(api: str, token: str, data: bytes, content_type: str) -> dict:
-    request = urllib.request.Request(f"{api}/v1/records", data=data, method="POST", headers={
-        "Authorization": f"Bearer {token}", "Content-Type": content_type})
-    with urllib.request.urlopen(request, timeout=600) as resp:
-        return json.loads(resp.read())
-
-
-def _download(api: str, token: str, record_id: str) -> int:
-    request = urllib.request.Request(f"{api}/v1/records/{record_id}/content",
-                                     headers={"Authorization": f"Bearer {token}"})
-    size = 0
-    with urllib.request.urlopen(request, timeout=600) as resp:
-        while piece := resp.read(1 << 20):
-            size += len(piece)
-    return size
-
-
 _BUCKET = re.compile(r'medvault_event_loop_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)')
 
 
@@ -164,12 +138,12 @@ def main() -> None:
     # under test starts with the default chunk size.
     daemon, data_dir, api, token = start_node()
     daemon.stop()
-    _set_chunk_size(data_dir, 1024)
+    set_chunk_size(data_dir, 1024)
     daemon = Daemon(data_dir, daemon.log_path).start()
-    wide = _upload(open(os.path.join(data_dir, "api")).read().strip(), token, os.urandom(4096 * 1024),
+    wide = upload(open(os.path.join(data_dir, "api")).read().strip(), token, os.urandom(4096 * 1024),
                    "application/octet-stream")
     daemon.stop()
-    _set_chunk_size(data_dir, crypto.DEFAULT_CHUNK_SIZE)
+    set_chunk_size(data_dir, crypto.DEFAULT_CHUNK_SIZE)
     daemon = Daemon(data_dir, daemon.log_path).start()
     api = open(os.path.join(data_dir, "api")).read().strip()
 
@@ -185,12 +159,12 @@ def main() -> None:
         ended = os.times()
         client_cpu = (ended.user - started.user + ended.system - started.system) / args.small * 1000
         single = asyncio.run(small_records(api, token, args.single, 1))
-        big64 = _upload(api, token, os.urandom(64 * 1024 * 1024), "application/octet-stream")
+        big64 = upload(api, token, os.urandom(64 * 1024 * 1024), "application/octet-stream")
         fhir = json.dumps({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
                            "note": [{"text": "n" * 1024} for _ in range(15 * 1024)]}).encode()
-        stall_64 = longest_stall(api, token, lambda: _download(api, token, big64["id"]))
-        stall_wide = longest_stall(api, token, lambda: _download(api, token, wide["id"]))
-        stall_fhir = longest_stall(api, token, lambda: _upload(api, token, fhir, "application/fhir+json"))
+        stall_64 = longest_stall(api, token, lambda: download(api, token, big64["id"]))
+        stall_wide = longest_stall(api, token, lambda: download(api, token, wide["id"]))
+        stall_fhir = longest_stall(api, token, lambda: upload(api, token, fhir, "application/fhir+json"))
         rss_peak = tree_peak_rss_mb(daemon.proc.pid)
     finally:
         daemon.stop()

@@ -257,6 +257,7 @@ class Services:
 
     async def _abandon(self, tracked: TrackedPuts) -> None:
         async def discard() -> None:
+            await tracked.settle()  # a put still on a thread would write its block after the delete
             if tracked.roots:
                 await self.blocks.release(tracked.roots)
             await self.blocks.delete_many(tracked.put)

@@ -11,57 +11,30 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.request
 
-from .process import Daemon, run, run_json
+from .process import Daemon, download, run, run_json, set_chunk_size, upload
 from .prober import Prober
 
 SMALL_REQUEST_BUDGET = 0.05  # seconds each small request may take while the heavy work runs
-
-
-def _upload(api: str, token: str, data: bytes, content_type: str) -> dict:
-    request = urllib.request.Request(f"{api}/v1/records", data=data, method="POST", headers={
-        "Authorization": f"Bearer {token}", "Content-Type": content_type})
-    with urllib.request.urlopen(request, timeout=300) as resp:
-        return json.loads(resp.read())
-
-
-def _download(api: str, token: str, record_id: str) -> int:
-    request = urllib.request.Request(f"{api}/v1/records/{record_id}/content",
-                                     headers={"Authorization": f"Bearer {token}"})
-    size = 0
-    with urllib.request.urlopen(request, timeout=300) as resp:
-        while piece := resp.read(1 << 20):
-            size += len(piece)
-    return size
-
-
-def _set_chunk_size(data_dir: str, size: int) -> None:
-    path = os.path.join(data_dir, "config.json")
-    with open(path) as handle:
-        config = json.load(handle)
-    config["chunk_size"] = size
-    with open(path, "w") as handle:
-        json.dump(config, handle)
 
 
 def test_small_requests_answer_within_50ms_during_heavy_work(tmp_path):
     data_dir, log = str(tmp_path / "node"), str(tmp_path / "daemon.log")
     run_json("init", "--data-dir", data_dir)
     token = open(os.path.join(data_dir, "owner.token")).read().strip()
-    _set_chunk_size(data_dir, 1024)  # 4 MiB of content is then one 4,096-link manifest
+    set_chunk_size(data_dir, 1024)  # 4 MiB of content is then one 4,096-link manifest
     daemon = Daemon(data_dir, log).start()
     try:
         api = open(os.path.join(data_dir, "api")).read().strip()
-        wide = _upload(api, token, os.urandom(4096 * 1024), "application/octet-stream")
+        wide = upload(api, token, os.urandom(4096 * 1024), "application/octet-stream")
     finally:
         daemon.stop()
-    _set_chunk_size(data_dir, 256 * 1024)
+    set_chunk_size(data_dir, 256 * 1024)
     daemon = Daemon(data_dir, log).start()
     try:
         api = open(os.path.join(data_dir, "api")).read().strip()
-        small = _upload(api, token, b"a small note", "text/plain")
-        big = _upload(api, token, os.urandom(64 * 1024 * 1024), "application/octet-stream")
+        small = upload(api, token, b"a small note", "text/plain")
+        big = upload(api, token, os.urandom(64 * 1024 * 1024), "application/octet-stream")
         fhir = json.dumps({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
                            "note": [{"text": "n" * 1024} for _ in range(15 * 1024)]}).encode()
         prober = Prober(f"{api}/v1/records/{small['id']}", token).start()
@@ -74,9 +47,9 @@ def test_small_requests_answer_within_50ms_during_heavy_work(tmp_path):
 
         try:
             time.sleep(0.5)  # the prober's process is up and answering before the heavy work starts
-            phase("64 MiB read", lambda: _download(api, token, big["id"]) == 64 * 1024 * 1024 or 1 / 0)
-            phase("4,096-link read", lambda: _download(api, token, wide["id"]) == 4096 * 1024 or 1 / 0)
-            phase("16 MiB FHIR", lambda: _upload(api, token, fhir, "application/fhir+json"))
+            phase("64 MiB read", lambda: download(api, token, big["id"]) == 64 * 1024 * 1024 or 1 / 0)
+            phase("4,096-link read", lambda: download(api, token, wide["id"]) == 4096 * 1024 or 1 / 0)
+            phase("16 MiB FHIR", lambda: upload(api, token, fhir, "application/fhir+json"))
             phase("gc", lambda: run("gc", "--data-dir", data_dir, "--grace", "0"))
         finally:
             samples = prober.finish()
