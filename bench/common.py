@@ -19,6 +19,23 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def tree_peak_rss_mb(pid: int) -> float:
+    """The peak RSS of a process plus each of its children's (worker
+    processes): a sum of peaks, so an upper bound on what was resident at once."""
+    total = peak_rss_mb(pid)
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            children = [int(c) for c in handle.read().split()]
+    except FileNotFoundError:
+        children = []
+    for child in children:
+        try:
+            total += tree_peak_rss_mb(child)
+        except FileNotFoundError:  # a worker that just exited
+            pass
+    return total
+
+
 def start_node(backend_args: tuple[str, ...] = ()) -> tuple[Daemon, str, str, str]:
     """Initialises a data dir and starts a daemon; returns (daemon, data_dir, api, token)."""
     root = tempfile.mkdtemp(prefix="medvault-bench-")

@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 import dag_cbor
 
+from . import cbor
 from .cid import DAG_CBOR, RAW, Cid
 
 
@@ -18,7 +19,7 @@ class Block(NamedTuple):
 
     @classmethod
     def dag_cbor(cls, value: object) -> "Block":
-        data = dag_cbor.encode(value)
+        data = cbor.encode(value)
         return cls(Cid.for_data(DAG_CBOR, data), data)
 
 

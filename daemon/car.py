@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import dag_cbor
 from multiformats import varint
 
-from . import strict
+from . import cbor, strict
 from .blocks import Block, FormatError
 from .cid import Cid
 
@@ -25,7 +24,7 @@ _HEADER_FIELDS = frozenset({"version", "roots"})
 
 
 def header(roots: list[Cid]) -> bytes:
-    encoded = dag_cbor.encode({"roots": [r.to_link() for r in roots], "version": 1})
+    encoded = cbor.encode({"roots": [r.to_link() for r in roots], "version": 1})
     return varint.encode(len(encoded)) + encoded
 
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import dag_cbor
 from nacl.exceptions import CryptoError
 from nacl.public import SealedBox
 
-from . import crypto, strict
+from . import cbor, crypto, strict
 from .blocks import Block, FormatError
 from .cid import DAG_CBOR, Cid
 from .identity import Principal, box_public_key_of, verify
@@ -65,14 +64,14 @@ def build_envelope(manifest: Cid, dek: bytes, recipient: str, granter: Principal
     manifest reuse one multiformats CID object (they are slow to build).
     """
     signature = granter.sign(_signed_fields(manifest, dek, recipient, granter.did, granted, expires))
-    inner = dag_cbor.encode({"dek": dek, "to": recipient, "from": granter.did, "granted": granted,
+    inner = cbor.encode({"dek": dek, "to": recipient, "from": granter.did, "granted": granted,
                              "expires": expires, "sig": signature})
     box = SealedBox(box_public_key_of(recipient)).encrypt(inner)
     link = manifest_link if manifest_link is not None else manifest.to_link()
     node = {"v": crypto.FORMAT_VERSION, "manifest": link, "box": box}
     if recipient != granter.did:
         node["receipt"] = SealedBox(box_public_key_of(granter.did)).encrypt(
-            dag_cbor.encode({"to": recipient, "granted": granted, "expires": expires}))
+            cbor.encode({"to": recipient, "granted": granted, "expires": expires}))
     return Block.dag_cbor(node)
 
 

@@ -25,9 +25,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-import dag_cbor
-
-from . import crypto, strict
+from . import cbor, crypto, strict
 from .blocks import Block, FormatError
 from .cid import DAG_CBOR, RAW, Cid
 from .identity import Principal, verify
@@ -105,7 +103,7 @@ def build_manifest(dek: bytes, stream_id: bytes, chunk_size: int, depth: int, li
     block: format 2 when the stream was padded to ``padded`` bytes, else 1."""
     version = crypto.FORMAT_VERSION if padded is None else crypto.PADDED_FORMAT
     signature = author.sign(_signing_input(stream_id, chunk_size, depth, links, body, padded))
-    sealed = crypto.seal_metadata(dek, stream_id, dag_cbor.encode({"body": body, "sig": signature}), meta_nonce,
+    sealed = crypto.seal_metadata(dek, stream_id, cbor.encode({"body": body, "sig": signature}), meta_nonce,
                                   version)
     node = {"v": version, "sid": stream_id, "cs": chunk_size, "depth": depth,
             "links": [c.to_link() for c in links], "meta": sealed}
@@ -118,7 +116,7 @@ def decode_manifest(cid: Cid, data: bytes) -> Manifest:
     """Decodes a manifest block under the strict schema (FORMAT.md, "Decoder rules")."""
     if cid.codec != DAG_CBOR:
         raise FormatError("a manifest must be a dag-cbor block")
-    node = strict.decode_canonical(data, "manifest")
+    node = strict.decode_canonical_links(data, "manifest")
     # The key set says the format: only a padded (v2) manifest has ``padded``, and its ``v`` must agree.
     version = crypto.PADDED_FORMAT if type(node) is dict and "padded" in node else crypto.FORMAT_VERSION
     node = strict.exact_map(node, "manifest", _MANIFEST_FIELDS[version])
@@ -137,7 +135,7 @@ def decode_link_block(cid: Cid, data: bytes, codec: int | None = None) -> tuple[
     level above the chunks, dag-cbor higher up). All links of a block share one codec."""
     if cid.codec != DAG_CBOR:
         raise FormatError("a link block must be a dag-cbor block")
-    node = strict.exact_map(strict.decode_canonical(data, "link block"), "link block", _LINK_BLOCK_FIELDS)
+    node = strict.exact_map(strict.decode_canonical_links(data, "link block"), "link block", _LINK_BLOCK_FIELDS)
     raw = node["links"]
     if codec is None:  # a caller that does not know the level: all links share the first one's codec
         codec = strict.any_link(raw[0], "link block.links[0]").codec if type(raw) is list and raw else RAW

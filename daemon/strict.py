@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 
 import dag_cbor
+import libipld
 from multiformats import CID as _MfCID
 
-from . import timeutil
+from . import cbor, timeutil
 from .blocks import FormatError
 from .cid import Cid
 from .identity import InvalidDid, check_did
@@ -40,12 +41,68 @@ def decode_canonical(data: bytes, what: str):
     """Decodes dag-cbor and refuses any encoding but the canonical one."""
     try:
         value = dag_cbor.decode(bytes(data))
-        canonical = dag_cbor.encode(value) == bytes(data)
+        canonical = cbor.encode(value) == bytes(data)
     except Exception:  # dag_cbor raises its own types, and RecursionError on deep nesting
         raise FieldError(what, "is not valid dag-cbor") from None
     if not canonical:
         raise FieldError(what, "is not canonical dag-cbor")
     return value
+
+
+def decode_canonical_links(data: bytes, what: str):
+    """``decode_canonical`` for a map whose ``links`` key holds a list of
+    links (manifests, link blocks), with the links as ``Cid``.
+
+    The pure-Python dag-cbor decoder takes ~1 s of CPU for 4,096 links; this
+    decodes with libipld (Rust, ~0.2 ms) and then rebuilds the one canonical
+    encoding of what it read, with every ``links`` item as a tag-42 link, and
+    takes the result only if that is exactly ``data``. libipld returns links
+    and byte strings alike as bytes, so the rebuilt bytes are what tells them
+    apart: a byte string where a link belongs, or a link where bytes belong,
+    no longer matches. Anything that does not match goes through
+    ``decode_canonical``, which gives the same answer or the same error as
+    before (only more slowly)."""
+    value = _fast_links(bytes(data))
+    return value if value is not None else decode_canonical(data, what)
+
+
+def _fast_links(data: bytes) -> dict | None:
+    try:
+        value = libipld.decode_dag_cbor(data)
+    except Exception:  # ValueError, RecursionError; the careful decoder names the fault
+        return None
+    if type(value) is not dict or type(value.get("links")) is not list:
+        return None
+    raw = value["links"]
+    try:
+        cids = [Cid(item) for item in raw]  # type(item) is bytes, else Cid() refuses it
+        parts = [_header(5, len(value))]
+        for key in sorted(value, key=lambda k: (len(k.encode()), k.encode())):  # DAG-CBOR key order
+            name = key.encode()
+            parts.append(_header(3, len(name)) + name)
+            if key == "links":
+                parts += [_header(4, len(cids)), *(_LINK_PREFIX + bytes(cid) for cid in cids)]
+            else:  # not libipld's encoder: it writes 36-byte strings that parse as CIDs as links
+                parts.append(cbor.encode(value[key]))
+    except Exception:  # Cid() refuses what is not one of our CIDs; a non-text key
+        return None
+    if b"".join(parts) != data:
+        return None
+    value["links"] = cids
+    return value
+
+
+_LINK_PREFIX = b"\xd8\x2a\x58\x25\x00"  # tag 42, a 37-byte string: the 0x00 multibase prefix and a 36-byte CID
+
+
+def _header(major: int, length: int) -> bytes:
+    """The shortest CBOR head for ``major`` type and ``length``."""
+    if length < 24:
+        return bytes((major << 5 | length,))
+    for extra, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if length < 1 << (8 * size):
+            return bytes((major << 5 | extra,)) + length.to_bytes(size, "big")
+    raise OverflowError(length)
 
 
 def exact_map(value, path: str, required: frozenset[str], optional: frozenset[str] = frozenset()) -> dict:
@@ -116,6 +173,8 @@ def time(value, path: str) -> str:
 
 def any_link(value, path: str) -> Cid:
     """A tag-42 link to a CIDv1 sha2-256 raw or dag-cbor block."""
+    if type(value) is Cid:  # from decode_canonical_links: already checked
+        return value
     if not isinstance(value, _MfCID):
         raise FieldError(path, "must be a CID link")
     try:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 MEDVAULT = [sys.executable, "-m", "daemon.cli"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,3 +60,32 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode if self.proc else 0
+
+
+def upload(api: str, token: str, data: bytes, content_type: str) -> dict:
+    """POSTs one record to a running daemon; returns the record's JSON."""
+    request = urllib.request.Request(f"{api}/v1/records", data=data, method="POST", headers={
+        "Authorization": f"Bearer {token}", "Content-Type": content_type})
+    with urllib.request.urlopen(request, timeout=600) as resp:
+        return json.loads(resp.read())
+
+
+def download(api: str, token: str, record_id: str) -> int:
+    """Reads a record's content in 1 MiB pieces; returns its length."""
+    request = urllib.request.Request(f"{api}/v1/records/{record_id}/content",
+                                     headers={"Authorization": f"Bearer {token}"})
+    size = 0
+    with urllib.request.urlopen(request, timeout=600) as resp:
+        while piece := resp.read(1 << 20):
+            size += len(piece)
+    return size
+
+
+def set_chunk_size(data_dir: str, size: int) -> None:
+    """Rewrites a stopped node's chunk size (a small one makes wide manifests)."""
+    path = os.path.join(data_dir, "config.json")
+    with open(path) as handle:
+        config = json.load(handle)
+    config["chunk_size"] = size
+    with open(path, "w") as handle:
+        json.dump(config, handle)

@@ -284,3 +284,61 @@ def test_a_signed_body_of_the_vault_shape_opens():
     cids = [Cid.for_data(RAW, bytes([i])) for i in range(3)]
     block = build_manifest(dek, sid, 1024, 0, cids, body, AUTHOR)
     assert open_metadata(decode_manifest(block.cid, block.data), dek) == body
+
+
+@pytest.mark.parametrize("count", [1, 23, 24, 256, 300])
+def test_fast_link_decoding_agrees_with_the_careful_decoder(count):
+    """Manifests and link blocks decode through libipld when the bytes are
+    exactly the canonical encoding; the answer is the careful decoder's."""
+    from daemon import strict
+    cids = [Cid.for_data(RAW, os.urandom(8)) for _ in range(count)]
+    for value in ({"links": [c.to_link() for c in cids]},
+                  {"v": 1, "sid": os.urandom(24), "cs": 1024, "depth": 0, "links": [c.to_link() for c in cids],
+                   "meta": os.urandom(300)}):
+        data = dag_cbor.encode(value)
+        fast = strict._fast_links(data)
+        careful = strict.decode_canonical(data, "x")
+        assert fast is not None
+        assert list(fast["links"]) == [Cid(bytes(link)) for link in careful["links"]]
+        assert {k: v for k, v in fast.items() if k != "links"} == {k: v for k, v in careful.items() if k != "links"}
+
+
+def test_fast_link_decoding_leaves_links_and_bytes_apart():
+    """libipld returns a link and a byte string alike as bytes: a byte string
+    in ``links``, or a link where bytes belong, is not taken by the fast path,
+    and the careful decoder refuses it as before."""
+    from daemon import strict
+    cid = Cid.for_data(RAW, b"x")
+    bytes_for_link = dag_cbor.encode({"links": [b"\x00" + bytes(cid)]})
+    link_for_bytes = dag_cbor.encode({"v": 1, "sid": cid.to_link(), "cs": 1024, "depth": 0,
+                                      "links": [cid.to_link()], "meta": os.urandom(300)})
+    assert strict._fast_links(bytes_for_link) is None
+    assert strict._fast_links(link_for_bytes) is None
+    with pytest.raises(FormatError):
+        decode_link_block(Block.dag_cbor({"links": [b"\x00" + bytes(cid)]}).cid, bytes_for_link, RAW)
+    with pytest.raises(FormatError):
+        decode_manifest(Block.dag_cbor({}).cid, link_for_bytes)
+
+
+def test_fast_encoder_writes_what_dag_cbor_writes():
+    """daemon/cbor.py must write the very bytes dag_cbor does (CIDs depend on it)."""
+    import random
+
+    from daemon import cbor
+    rng = random.Random(9)
+
+    def value(depth: int = 0):
+        roll = rng.random()
+        if depth > 3 or roll < 0.5:
+            return rng.choice([lambda: rng.randint(-2 ** 64, 2 ** 64 - 1), lambda: rng.randint(-30, 300),
+                               lambda: rng.randbytes(rng.randint(0, 300)), lambda: None, lambda: True, lambda: False,
+                               lambda: "".join(rng.choice("abé€😀z") for _ in range(rng.randint(0, 30))),
+                               lambda: Cid.for_data(RAW, rng.randbytes(4)).to_link(), lambda: 1.5])()
+        if roll < 0.75:
+            return [value(depth + 1) for _ in range(rng.randint(0, 6))]
+        return {"".join(rng.choice("abcé€z") for _ in range(rng.randint(0, 6))): value(depth + 1)
+                for _ in range(rng.randint(0, 6))}
+
+    for _ in range(500):
+        item = value()
+        assert cbor.encode(item) == dag_cbor.encode(item)

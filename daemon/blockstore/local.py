@@ -15,12 +15,12 @@ import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 from ..blocks import Block
 from ..cid import Cid
 from ..errors import BlockNotFound, IntegrityError
 from ..fsutil import atomic_write, sync_filesystem
+from ..priority import bulk_pool
 from ..space import full_error, is_full
 from .base import BlockStore, Pinner, PinStatus
 
@@ -36,7 +36,7 @@ class LocalBlockStore(BlockStore):
     def __init__(self, root: str, io_threads: int = 2):
         self.root = root
         os.makedirs(root, mode=0o700, exist_ok=True)
-        self._pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="blocks")
+        self._pool = bulk_pool(io_threads, "blocks")
         self._sync_waiters: list[asyncio.Future] = []
         self._sync_task: asyncio.Task | None = None
 
