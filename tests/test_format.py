@@ -294,7 +294,10 @@ def test_fast_link_decoding_agrees_with_the_careful_decoder(count):
     cids = [Cid.for_data(RAW, os.urandom(8)) for _ in range(count)]
     for value in ({"links": [c.to_link() for c in cids]},
                   {"v": 1, "sid": os.urandom(24), "cs": 1024, "depth": 0, "links": [c.to_link() for c in cids],
-                   "meta": os.urandom(300)}):
+                   "meta": os.urandom(300)},
+                  # format 2: "padded" sorts after "links"
+                  {"v": 2, "sid": os.urandom(24), "cs": 1024, "depth": 0, "links": [c.to_link() for c in cids],
+                   "meta": os.urandom(300), "padded": 4096 * count}):
         data = dag_cbor.encode(value)
         fast = strict._fast_links(data)
         careful = strict.decode_canonical(data, "x")
