@@ -112,9 +112,9 @@ class VersionWriter:
             link_blocks, manifest, envelope_blocks = await s.off_loop(
                 _seal_version, dek, sealed.stream_id, cfg.chunk_size, sealed.chunks, cfg.link_fanout, body, author,
                 new.readers, now)
-            await store.put_many([*sealed.pending, *link_blocks, manifest, *envelope_blocks])
-            await s.blocks.sync()  # every block durable before the index says the record exists
-            await store.protect([manifest.cid, *(b.cid for b in envelope_blocks)])
+            # Every block durable and the roots protected before the index says the record exists.
+            await store.put_protected([*sealed.pending, *link_blocks, manifest, *envelope_blocks],
+                                      [manifest.cid, *(b.cid for b in envelope_blocks)])
             envelopes = [{"cid": str(block.cid), "record_id": new.record_id, "version": new.version,
                           "manifest": str(manifest.cid), "recipient": reader["recipient"], "granter": author.did,
                           "role": reader["role"], "granted": now, "expires": reader.get("expires")}

@@ -41,6 +41,13 @@ class BlockStore(ABC):
         a recursive pin on this node). Called before a record is acknowledged."""
         return None
 
+    async def put_protected(self, blocks: list[Block], roots: list[Cid]) -> None:
+        """``put_many``, ``sync`` and ``protect`` in one: what a write does last
+        (Kubo does it in one call for many writers at once)."""
+        await self.put_many(blocks)
+        await self.sync()
+        await self.protect(roots)
+
     async def release(self, roots: list[Cid]) -> None:
         """Undoes ``protect`` (erasure)."""
         return None

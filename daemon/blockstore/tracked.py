@@ -29,3 +29,8 @@ class TrackedPuts:
     async def protect(self, roots: list[Cid]) -> None:
         self.roots.extend(roots)  # before the call: a failed pin/add may have pinned some
         await self._store.protect(roots)
+
+    async def put_protected(self, blocks: list[Block], roots: list[Cid]) -> None:
+        self.put.extend(b.cid for b in blocks)
+        self.roots.extend(roots)
+        await self._store.put_protected(blocks, roots)
