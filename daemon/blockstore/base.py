@@ -102,7 +102,9 @@ class Pinner(ABC):
     @abstractmethod
     async def status(self, cid: Cid) -> PinStatus: ...
 
-    async def statuses(self, cids: list[Cid]) -> dict[Cid, PinStatus]:
+    async def statuses(self, cids: list[Cid], population: int | None = None) -> dict[Cid, PinStatus]:
+        """Status of many pins; ``population`` (how many pins there are in all,
+        if known) lets a backend choose between asking for these and listing all."""
         return {cid: await self.status(cid) for cid in cids}
 
     async def recover(self, cid: Cid, replication_min: int, replication_max: int) -> None:

@@ -228,7 +228,7 @@ class KuboPinner(Pinner):
     async def status(self, cid: Cid) -> PinStatus:
         return self._of((await self.rpc.pin_ls(cid)).get(str(cid)))
 
-    async def statuses(self, cids: list[Cid]) -> dict[Cid, PinStatus]:
+    async def statuses(self, cids: list[Cid], population: int | None = None) -> dict[Cid, PinStatus]:
         pinned = await self.rpc.pin_ls()  # one streamed listing beats a call per pin
         return {c: self._of(pinned.get(str(c))) for c in cids}
 
