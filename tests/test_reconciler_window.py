@@ -13,18 +13,9 @@ from daemon.blockstore.kubo import KuboBlockStore, KuboRpc
 from daemon.errors import BackendUnavailable
 from daemon.reconciler import Reconciler
 from indexer import pins
-from indexer.db import Database
 
 from .ipfs import free_port
 from .waiting import until
-
-
-@pytest.fixture
-async def db(tmp_path):
-    database = Database(str(tmp_path / "index.sqlite"), os.urandom(32))
-    await database.start()
-    yield database
-    await database.close()
 
 
 class _CountingRest(ClusterRest):
