@@ -9,8 +9,9 @@ CID while reading the CAR (a mismatch fails the import), holds its GC lock
 for the whole import, and pins each root recursively, walking the DAG, so a
 chunk put earlier that has gone missing fails the pin too.
 
-Calls that arrive while an import is in flight wait and go together in the
-next one (group commit, no timer: one writer alone never waits). If a
+Calls that arrive while imports are in flight (two at most) wait and go
+together in the next one (group commit, no timer: one writer alone never
+waits). If a
 combined import fails, each caller's part is tried on its own so that one
 bad record cannot fail the others.
 
@@ -32,6 +33,9 @@ from .http import BackendError
 _GROUP_BLOCKS = 256  # callers' blocks per combined import
 _GROUP_BYTES = 8 * 1024 * 1024
 PIN_WAIT = 120.0  # Kubo's own deadline for a pin whose blocks it cannot find locally
+# Imports in flight at once: with one, Kubo wrote the next group's blocks only
+# after pinning the last group's roots (it pins one root at a time).
+IN_FLIGHT = 2
 
 
 def check_answer(answers: Sequence[object], roots: Sequence[Cid], blocks: int) -> None:
@@ -71,18 +75,20 @@ def car_body(blocks: Sequence[Block], roots: Sequence[Cid]) -> bytes:
 class ImportBatcher:
     """Group commit of ``(blocks, roots)`` writes into ``dag/import`` calls."""
 
-    def __init__(self, rpc, pin_wait: float = PIN_WAIT):
+    def __init__(self, rpc, pin_wait: float = PIN_WAIT, in_flight: int = IN_FLIGHT):
         self._rpc = rpc
         self._pin_wait = pin_wait
+        self._in_flight = in_flight
         self._waiting: list[tuple[list[Block], list[Cid], asyncio.Future]] = []
-        self._draining: asyncio.Task | None = None
+        self._drainers: set[asyncio.Task] = set()
 
     async def put_protected(self, blocks: list[Block], roots: list[Cid]) -> None:
         unique = list({b.cid: b for b in blocks}.values())
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((unique, list(dict.fromkeys(roots)), future))
-        if self._draining is None or self._draining.done():
-            self._draining = asyncio.create_task(self._drain())
+        self._drainers = {t for t in self._drainers if not t.done()}
+        if len(self._drainers) < self._in_flight:
+            self._drainers.add(asyncio.create_task(self._drain()))
         try:
             await asyncio.shield(future)
         except asyncio.CancelledError:
