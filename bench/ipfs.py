@@ -122,7 +122,7 @@ async def pin_latency(topology: Topology, count: int) -> None:
         daemon.stop()
 
 
-async def reconciler_time(topology: Topology, count: int) -> None:
+async def reconciler_time(topology: Topology, count: int, give_up: float = 600) -> None:
     peer = topology.peers[1]
     rpc = KuboRpc(peer.kubo.api_url)
     store, pinner = KuboBlockStore(rpc), ClusterPinner(ClusterRest(peer.api_url))
@@ -148,6 +148,9 @@ async def reconciler_time(topology: Topology, count: int) -> None:
                 submitted = time.perf_counter() - started
             if set(counts) == {"pinned"}:
                 break
+            if time.perf_counter() - started > give_up:  # say what is left rather than wait forever
+                print(f"reconciler, {count} new pins: gave up after {give_up:.0f} s ({passes} passes): {counts}")
+                return
             await asyncio.sleep(0.2)
         settle = time.perf_counter() - started
         await db.write(lambda c: c.execute("UPDATE pins SET next_attempt = 0"))
