@@ -1,8 +1,14 @@
 """medvault on real IPFS: throughput beside Kubo's own unixfs import/export,
-pin-to-pinned latency on the three-peer Cluster, and reconciler time for
-many pins. Prints figures; asserts nothing.
+small FHIR records on Kubo, pin-to-pinned latency on the three-peer Cluster,
+and reconciler time for many pins. Prints figures; asserts nothing.
 
-    python bench/ipfs.py [--mib 256] [--latency 20] [--pins 10000]
+Every Kubo figure is taken on each of Kubo's profiles in turn (``test``;
+``default``, what a plain ``ipfs init`` gives; ``default`` with flatfs
+fsyncing every block), and each ratio is to a peer measured in the same run
+on the same Kubo.
+
+    python bench/ipfs.py [--mib 256] [--small 2000] [--clients 16] [--latency 20] [--pins 10000]
+                         [--profiles test,default,default+sync] [--no-cluster]
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import peak_rss_mb, start_node  # noqa: E402
-from ingest import big_round_trip  # noqa: E402
+from ingest import big_round_trip, small_records  # noqa: E402
 
 from daemon import timeutil  # noqa: E402
 from daemon.blocks import Block  # noqa: E402
@@ -30,6 +36,8 @@ from indexer import pins  # noqa: E402
 from indexer.db import Database  # noqa: E402
 from tests.ipfs import Kubo, Topology  # noqa: E402
 
+PROFILES = {"test": ("test", None), "default": ("default", None), "default+sync": ("default", True)}
+
 
 def timed(argv: list[str], **kwargs) -> tuple[float, bytes]:
     started = time.perf_counter()
@@ -37,9 +45,24 @@ def timed(argv: list[str], **kwargs) -> tuple[float, bytes]:
     return time.perf_counter() - started, out
 
 
-def throughput(mib: int) -> None:
-    root = tempfile.mkdtemp(prefix="medvault-bench-kubo-")
-    kubo = Kubo(root, "kubo").start()
+async def kubo_small_puts(api_url: str, total: int) -> float:
+    """Kubo's own floor for a small record, one client: a 2 KB block put and
+    pinned in one RPC (what medvault needs at least, minus its own work)."""
+    rpc = KuboRpc(api_url)
+    try:
+        started = time.perf_counter()
+        for _ in range(total):
+            await rpc.request("POST", "/block/put", "block_put", parse="ndjson",
+                              data=lambda: {"file": os.urandom(2048)}, params={"cid-codec": "raw", "pin": "true"})
+        return total / (time.perf_counter() - started)
+    finally:
+        await rpc.close()
+
+
+def kubo_figures(label: str, mib: int, small: int, clients: int) -> None:
+    profile, sync = PROFILES[label]
+    root = tempfile.mkdtemp(prefix=f"medvault-bench-kubo-{profile}-")
+    kubo = Kubo(root, "kubo", profile=profile, flatfs_sync=sync).start()
     try:
         size = mib * 1024 * 1024
         path = os.path.join(root, "big.bin")
@@ -48,18 +71,25 @@ def throughput(mib: int) -> None:
         ipfs = [kubo_bin(), "--api", kubo.api_multiaddr]
         add_s, out = timed([*ipfs, "add", "-Q", "--cid-version=1", "--pin=true", path])
         cat_s, _ = timed([*ipfs, "cat", out.decode().strip()], env={**os.environ, **kubo.env})
+        floor = asyncio.run(kubo_small_puts(kubo.api_url, max(50, small // 8)))
         daemon, _, api, token = start_node(("--ipfs-api", kubo.api_url))
         try:
             put_rate, get_rate = asyncio.run(big_round_trip(api, token, path, size))
             rss = peak_rss_mb(daemon.proc.pid)
+            one = asyncio.run(small_records(api, token, max(50, small // 8), 1))
+            many = asyncio.run(small_records(api, token, small, clients))
         finally:
             daemon.stop()
         add_rate, cat_rate = size / add_s / 1e6, size / cat_s / 1e6
+        print(f"== Kubo profile {label} (flatfs sync {'on' if kubo.flatfs_sync else 'off'})")
         print(f"ipfs add --cid-version=1 {mib} MiB : {add_rate:8.1f} MB/s")
         print(f"medvault POST (kubo)       : {put_rate:8.1f} MB/s  ({put_rate / add_rate:.2f} of ipfs add)")
         print(f"ipfs cat {mib} MiB               : {cat_rate:8.1f} MB/s")
         print(f"medvault GET (kubo)        : {get_rate:8.1f} MB/s  ({get_rate / cat_rate:.2f} of ipfs cat)")
         print(f"daemon peak RSS (kubo)     : {rss:8.1f} MB")
+        print(f"kubo block/put+pin 2 KB, 1 client : {floor:8.1f} /s")
+        print(f"FHIR resources, 1 client (kubo)   : {one:8.1f} /s  ({one / floor:.2f} of block/put+pin)")
+        print(f"FHIR resources, {clients} clients (kubo) : {many:8.1f} /s")
     finally:
         kubo.stop()
 
@@ -92,7 +122,7 @@ async def pin_latency(topology: Topology, count: int) -> None:
         daemon.stop()
 
 
-async def reconciler_time(topology: Topology, count: int) -> None:
+async def reconciler_time(topology: Topology, count: int, give_up: float = 600) -> None:
     peer = topology.peers[1]
     rpc = KuboRpc(peer.kubo.api_url)
     store, pinner = KuboBlockStore(rpc), ClusterPinner(ClusterRest(peer.api_url))
@@ -118,6 +148,9 @@ async def reconciler_time(topology: Topology, count: int) -> None:
                 submitted = time.perf_counter() - started
             if set(counts) == {"pinned"}:
                 break
+            if time.perf_counter() - started > give_up:  # say what is left rather than wait forever
+                print(f"reconciler, {count} new pins: gave up after {give_up:.0f} s ({passes} passes): {counts}")
+                return
             await asyncio.sleep(0.2)
         settle = time.perf_counter() - started
         await db.write(lambda c: c.execute("UPDATE pins SET next_attempt = 0"))
@@ -140,8 +173,16 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--latency", type=int, default=20)
     parser.add_argument("--pins", type=int, default=10000)
+    parser.add_argument("--small", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--profiles", default=",".join(PROFILES))
+    parser.add_argument("--no-cluster", action="store_true")
     args = parser.parse_args()
-    throughput(args.mib)
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1 and 5 min) on {os.cpu_count()} cores")
+    for label in args.profiles.split(","):
+        kubo_figures(label, args.mib, args.small, args.clients)
+    if args.no_cluster:
+        return
     topology = Topology(tempfile.mkdtemp(prefix="medvault-bench-cluster-")).start()
     try:
         asyncio.run(pin_latency(topology, args.latency))

@@ -25,11 +25,11 @@ from indexer.db import Database
 from . import timeutil
 from .blockstore.base import Pinner, PinStatus
 from .cid import Cid
-from .errors import VaultError
+from .errors import BackendUnavailable, VaultError
 
 log = logging.getLogger("medvault.reconciler")
 STUCK_CHECKS = 60  # consecutive in-progress checks before a pin counts as stuck
-FIRST_CHECK_DELAY = 0.25
+FIRST_CHECK_DELAY = 0.25  # doubled at each check of a pin still in progress, up to ``interval``
 _IN_PROGRESS = {"pinning", "pin_queued", "queued", "remote"}
 _ERRORS = {"pin_error", "error", "cluster_error", "unexpectedly_unpinned", "unpin_error"}
 
@@ -56,7 +56,7 @@ def backoff(attempts: int, base: float, cap: float) -> float:
 
 class Reconciler:
     def __init__(self, db: Database, pinner: Pinner, metrics=None, *, interval: float = 2.0,
-                 verify_interval: float = 30.0, batch: int = 1000, concurrency: int = 16,
+                 verify_interval: float = 30.0, batch: int = 5000, concurrency: int = 64,
                  base_backoff: float = 1.0, max_backoff: float = 300.0):
         self.db = db
         self.pinner = pinner
@@ -92,17 +92,31 @@ class Reconciler:
             self._wake.clear()
 
     async def _bounded(self, jobs, action) -> list:
+        """Runs ``action`` on every job, at most ``concurrency`` at a time;
+        returns (job, error or None) for each. Once the backend is unreachable,
+        jobs not yet started are not tried (each would fail the same way, after
+        its retries) and the pass ends with BackendUnavailable: nothing is
+        recorded, no attempt counted, every job stays due for the next pass."""
         gate = asyncio.Semaphore(self.concurrency)
+        down: list[BackendUnavailable] = []
 
         async def one(job):
             async with gate:
+                if down:
+                    return job, down[0]
                 try:
                     await action(job)
                     return job, None
+                except BackendUnavailable as exc:
+                    down.append(exc)
+                    return job, exc
                 except VaultError as exc:
                     return job, exc
 
-        return await asyncio.gather(*[one(job) for job in jobs])
+        results = await asyncio.gather(*[one(job) for job in jobs])
+        if down:
+            raise down[0]
+        return results
 
     async def pass_once(self) -> dict:
         """One reconciliation pass; returns how many jobs it settled."""
@@ -129,7 +143,7 @@ class Reconciler:
         failed = {job["cid"]: exc for job, exc in await self._bounded(to_submit, submit) if exc}
         removed = await self._bounded(removals, lambda job: self.pinner.unpin(Cid.parse(job["cid"])))
         check = [Cid.parse(j["cid"]) for j in wanted if j["cid"] not in failed]
-        states = await self.pinner.statuses(check) if check else {}
+        states = await self.pinner.statuses(check, await self.db.read(pins.population)) if check else {}
 
         now = timeutil.now()
         results = []
@@ -147,7 +161,9 @@ class Reconciler:
                 results.append((job["cid"], status, state.replicas, None, now_ts + self.verify_interval, 0))
             elif status == "pinning":
                 checks = job["attempts"] + 1 if job["status"] == "pinning" else 0
-                delay = FIRST_CHECK_DELAY if checks < 5 else self.interval  # new pins settle in well under a second
+                # New pins settle in well under a second; a backlog takes longer, and polling
+                # thousands of them every 0.25 s took CPU from the very peers pinning them.
+                delay = min(self.interval, FIRST_CHECK_DELAY * 2 ** checks)
                 results.append((job["cid"], "failed" if checks > STUCK_CHECKS else status, state.replicas, None,
                                 now_ts + delay, checks))
             else:  # degraded or failed: act again after a backoff

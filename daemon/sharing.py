@@ -59,9 +59,7 @@ class Sharing:
         in one commit, which first checks that each still names its record's
         current manifest (a new version meanwhile makes the grant moot: 409)."""
         s = self._s
-        await s.blocks.put_many(blocks)
-        await s.blocks.sync()
-        await s.blocks.protect([b.cid for b in blocks])
+        await s.blocks.put_protected(blocks, [b.cid for b in blocks])
         now = timeutil.now()
 
         def commit(conn: sqlite3.Connection) -> None:

@@ -113,8 +113,11 @@ class VersionWriter:
         s = self._s
         async with s.upload(versions) as store:  # a failure anywhere inside removes the blocks stored
             staged = [await self._stage(new, source, store) for new, source in versions]
-            await s.blocks.sync()  # every block durable before the index says the record exists
-            await store.protect([cid for version in staged for cid in version.roots])
+            # Every block durable and every root protected before the index says
+            # a record exists: one durability wait for them all (on Kubo, one
+            # dag/import shared with other writers).
+            await store.put_protected([block for version in staged for block in version.last],
+                                      [cid for version in staged for cid in version.roots])
 
             def commit(conn: sqlite3.Connection) -> None:
                 for version in staged:
@@ -155,7 +158,7 @@ class VersionWriter:
         link_blocks, manifest, envelope_blocks = await s.off_loop(
             _seal_version, dek, sealed.stream_id, cfg.chunk_size, sealed.chunks, cfg.link_fanout, body, author,
             new.readers, now, sealed.padded)
-        await store.put_many([*sealed.pending, *link_blocks, manifest, *envelope_blocks])
+        last = [*sealed.pending, *link_blocks, manifest, *envelope_blocks]  # stored with the roots, below
         envelopes = [{"cid": str(block.cid), "record_id": new.record_id, "version": new.version,
                       "manifest": str(manifest.cid), "recipient": reader["recipient"], "granter": author.did,
                       "role": reader["role"], "granted": now, "expires": reader.get("expires")}
@@ -187,16 +190,18 @@ class VersionWriter:
             audit.append(conn, now, new.caller.did, new.action, new.record_id, "ok",
                          {"version": new.version, "size": sealed.size})
 
-        return _Staged(row, [manifest.cid, *(b.cid for b in envelope_blocks)], len(sealed.chunks), commit)
+        return _Staged(row, [manifest.cid, *(b.cid for b in envelope_blocks)], last, len(sealed.chunks), commit)
 
 
 @dataclass
 class _Staged:
-    """A version whose blocks are stored: its index row, the roots to protect,
+    """A version whose chunks are stored: its index row, the roots to protect,
+    its last blocks (link tree, manifest, envelopes: stored with the roots),
     and the commit that makes it live."""
 
     row: dict
     roots: list
+    last: list
     chunks: int
     commit: Callable[[sqlite3.Connection], None]
 

@@ -41,9 +41,18 @@ def listing(conn: sqlite3.Connection, status: str | None = None, after: str | No
 
 
 def due(conn: sqlite3.Connection, now_ts: float, limit: int) -> list[dict]:
-    """Jobs whose time has come, newest first: pins to make or re-check, and pending unpins."""
+    """Jobs whose time has come: those that need an action (submit, recover,
+    unpin) before pins that are only being watched, each newest first. Newest
+    first alone kept re-checking the same newest in-progress pins every pass
+    while older ones waited unsubmitted behind them."""
     return [dict(r) for r in conn.execute(
-        "SELECT * FROM pins WHERE next_attempt <= ? ORDER BY created DESC LIMIT ?", (now_ts, limit))]
+        "SELECT * FROM pins WHERE next_attempt <= ? ORDER BY status = 'pinning', created DESC LIMIT ?",
+        (now_ts, limit))]
+
+
+def population(conn: sqlite3.Connection) -> int:
+    """How many pins medvault wants (sizes the cheapest way to read their status)."""
+    return conn.execute("SELECT COUNT(*) FROM pins WHERE desired = 1").fetchone()[0]
 
 
 def postpone(conn: sqlite3.Connection, cid: str, next_attempt: float, now: str) -> None:

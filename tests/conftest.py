@@ -10,6 +10,7 @@ import pytest
 from api.app import make_app
 from daemon.config import Config
 from daemon.node import close_vault, init_data_dir, open_vault
+from indexer.db import Database
 
 
 @dataclass
@@ -94,6 +95,15 @@ def node(tmp_path):
     daemon = Daemon(data_dir, str(tmp_path / "daemon.log")).start()
     yield data_dir, info, daemon
     daemon.stop()
+
+
+@pytest.fixture
+async def db(tmp_path):
+    """An empty encrypted index of its own."""
+    database = Database(str(tmp_path / "index.sqlite"), os.urandom(32))
+    await database.start()
+    yield database
+    await database.close()
 
 
 @pytest.fixture(scope="session")

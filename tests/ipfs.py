@@ -124,9 +124,14 @@ class Process:
 
 
 class Kubo(Process):
-    """``ipfs daemon`` on a ``--profile=test`` repo (loopback, no bootstrap, no mDNS)."""
+    """``ipfs daemon`` on a ``--profile=test`` repo (loopback, no bootstrap, no mDNS).
 
-    def __init__(self, root: str, name: str):
+    Benchmarks also run Kubo's ``default`` profile (what an operator gets from
+    a plain ``ipfs init``: DHT, autoconf, providing), with ``flatfs_sync``
+    to set the block store's fsync-per-block either way; the API, gateway and
+    swarm stay on loopback so nothing here listens on the network."""
+
+    def __init__(self, root: str, name: str, profile: str = "test", flatfs_sync: bool | None = None):
         self.repo = os.path.join(root, name)
         super().__init__(self.repo + ".log")
         self.name = name
@@ -136,13 +141,35 @@ class Kubo(Process):
         self.api_port = free_port()
         self.swarm_port = free_port()
         self.env = {"IPFS_PATH": self.repo}
-        subprocess.run([binary("ipfs"), "init", "--profile=test"], env={**os.environ, **self.env}, check=True,
+        self.profile = profile
+        init = ["init"] + ([f"--profile={profile}"] if profile != "default" else [])
+        subprocess.run([binary("ipfs"), *init], env={**os.environ, **self.env}, check=True,
                        capture_output=True, timeout=60)
+        if flatfs_sync is not None:
+            self._set_flatfs_sync(flatfs_sync)
         for key, value in (("Addresses.API", f"/ip4/127.0.0.1/tcp/{self.api_port}"),
+                           ("Addresses.Gateway", "/ip4/127.0.0.1/tcp/0"),
                            ("Addresses.Swarm", json.dumps([f"/ip4/127.0.0.1/tcp/{self.swarm_port}"]))):
             args = ["config", "--json", key, value] if value.startswith("[") else ["config", key, value]
             subprocess.run([binary("ipfs"), *args], env={**os.environ, **self.env}, check=True,
                            capture_output=True, timeout=30)
+
+    def _set_flatfs_sync(self, sync: bool) -> None:
+        """``sync`` is not part of the datastore's identity (datastore_spec), so it may change after init."""
+        path = os.path.join(self.repo, "config")
+        with open(path) as handle:
+            config = json.load(handle)
+        for mount in config["Datastore"]["Spec"]["mounts"]:
+            if mount.get("type") == "flatfs":
+                mount["sync"] = sync
+        with open(path, "w") as handle:
+            json.dump(config, handle, indent=2)
+
+    @property
+    def flatfs_sync(self) -> bool:
+        with open(os.path.join(self.repo, "config")) as handle:
+            mounts = json.load(handle)["Datastore"]["Spec"]["mounts"]
+        return any(m.get("type") == "flatfs" and m.get("sync") for m in mounts)
 
     def start(self) -> "Kubo":
         self.spawn([binary("ipfs"), "daemon", "--offline=false"], self.env)

@@ -13,14 +13,6 @@ from indexer.db import Database, connect
 from indexer.sql import sqlite3
 
 
-@pytest.fixture
-async def db(tmp_path):
-    database = Database(str(tmp_path / "index.sqlite"), os.urandom(32))
-    await database.start()
-    yield database
-    await database.close()
-
-
 def _record(rid: str, version: int = 1, **extra) -> dict:
     return {"id": rid, "version": version, "cid": f"bafy{rid}{version}", "content_type": "text/plain", "size": 1,
             "created": "2024-01-01T00:00:00.000Z", "updated": "2024-01-01T00:00:00.000Z", "author": "did:a",

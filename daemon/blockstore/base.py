@@ -41,6 +41,13 @@ class BlockStore(ABC):
         a recursive pin on this node). Called before a record is acknowledged."""
         return None
 
+    async def put_protected(self, blocks: list[Block], roots: list[Cid]) -> None:
+        """``put_many``, ``sync`` and ``protect`` in one: what a write does last
+        (Kubo does it in one call for many writers at once)."""
+        await self.put_many(blocks)
+        await self.sync()
+        await self.protect(roots)
+
     async def release(self, roots: list[Cid]) -> None:
         """Undoes ``protect`` (erasure)."""
         return None
@@ -95,7 +102,9 @@ class Pinner(ABC):
     @abstractmethod
     async def status(self, cid: Cid) -> PinStatus: ...
 
-    async def statuses(self, cids: list[Cid]) -> dict[Cid, PinStatus]:
+    async def statuses(self, cids: list[Cid], population: int | None = None) -> dict[Cid, PinStatus]:
+        """Status of many pins; ``population`` (how many pins there are in all,
+        if known) lets a backend choose between asking for these and listing all."""
         return {cid: await self.status(cid) for cid in cids}
 
     async def recover(self, cid: Cid, replication_min: int, replication_max: int) -> None:

@@ -31,7 +31,10 @@ class TrackedPuts:
 
     async def put_many(self, blocks: list[Block]) -> None:
         self.put.extend(b.cid for b in blocks)  # before the call: a failed batch may be half-written
-        running = asyncio.ensure_future(self._store.put_many(blocks))
+        await self._finished(self._store.put_many(blocks))
+
+    async def _finished(self, work) -> None:
+        running = asyncio.ensure_future(work)
         self._running.add(running)
         running.add_done_callback(self._running.discard)
         await asyncio.shield(running)  # a cancelled caller leaves it to finish, for settle() to wait on
@@ -44,3 +47,8 @@ class TrackedPuts:
     async def protect(self, roots: list[Cid]) -> None:
         self.roots.extend(roots)  # before the call: a failed pin/add may have pinned some
         await self._store.protect(roots)
+
+    async def put_protected(self, blocks: list[Block], roots: list[Cid]) -> None:
+        self.put.extend(b.cid for b in blocks)
+        self.roots.extend(roots)
+        await self._finished(self._store.put_protected(blocks, roots))
