@@ -56,7 +56,7 @@ def backoff(attempts: int, base: float, cap: float) -> float:
 
 class Reconciler:
     def __init__(self, db: Database, pinner: Pinner, metrics=None, *, interval: float = 2.0,
-                 verify_interval: float = 30.0, batch: int = 5000, concurrency: int = 64,
+                 verify_interval: float = 30.0, batch: int = 5000, concurrency: int = 16,
                  base_backoff: float = 1.0, max_backoff: float = 300.0):
         self.db = db
         self.pinner = pinner
