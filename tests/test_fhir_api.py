@@ -4,6 +4,8 @@ backend). Every JSON answer is checked against R4 by fhirclient's models
 its hostile twin next to it."""
 from __future__ import annotations
 
+import asyncio
+
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -220,6 +222,14 @@ async def test_search_dates_tokens_references_paging_sort_and_count(api):
     resp, doc = await fhir.call("POST", "/fhir/Observation/_search", raw=b"code=a&date=ge2020",
                                 content_type="application/x-www-form-urlencoded")
     assert resp.status == 200 and doc["total"] == 2
+
+    async def in_pieces():  # a form arriving in several segments is read whole, not its first piece
+        for piece in (b"code=a", b"&date=", b"ge2020"):
+            yield piece
+            await asyncio.sleep(0.01)
+    resp = await api.client.post("/fhir/Observation/_search", data=in_pieces(),
+                                 headers={**api.auth(), "Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status == 200 and check_r4(await resp.json(content_type=None))["total"] == 2
 
     for bad in ("status=final", "code:text=a", "date=2020-13", "_sort=status", "_count=-1", "patient=Robert'); DROP",
                 "_cursor=zzz", "date=" + "9" * 600):

@@ -14,11 +14,12 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from daemon.auth import Caller
-from daemon.errors import BadRequest, NotFound, TooLarge, UnsupportedMediaType
+from daemon.errors import BadRequest, NotFound, UnsupportedMediaType
 from daemon.views import new_record_id
 
 from ..auth import caller_of, scope
 from ..keys import VAULT
+from ..params import read_body
 from . import audit, bundles, capability, consent, history, query, resources, transaction
 from .outcome import BASE, fhir_json, is_json_body, negotiate
 from .resources import Write, check_target, etag, if_match, need, with_meta
@@ -26,7 +27,6 @@ from .search import lenient, link
 from .validation import check_type, parse_json
 
 routes = web.RouteTableDef()
-_PIECE = 256 * 1024
 _MAX_FORM = 64 * 1024
 
 
@@ -51,17 +51,10 @@ async def body_of(request: web.Request) -> bytes:
     here), bounded by the node's FHIR size limit before it is all read."""
     if not is_json_body(request.headers.get("Content-Type")):
         raise UnsupportedMediaType("send application/fhir+json (or application/json)")
-    cap = request.app[VAULT].config.max_fhir_bytes
-    if request.content_length is not None and request.content_length > cap:
-        raise TooLarge(f"FHIR bodies are limited to {cap} bytes on this node")
-    body = bytearray()
-    async for piece in request.content.iter_chunked(_PIECE):
-        body += piece
-        if len(body) > cap:
-            raise TooLarge(f"FHIR bodies are limited to {cap} bytes on this node")
+    body = await read_body(request, request.app[VAULT].config.max_fhir_bytes)
     if not body:
         raise BadRequest("the request body is empty", "empty_body")
-    return bytes(body)
+    return body
 
 
 def _http_date(rfc3339: str) -> str:
@@ -163,11 +156,7 @@ async def search_post(request: web.Request) -> web.Response:
     if (request.headers.get("Content-Type") or "").split(";")[0].strip().lower() != \
             "application/x-www-form-urlencoded" and request.can_read_body:
         raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
-    if request.content_length is not None and request.content_length > _MAX_FORM:
-        raise TooLarge(f"search parameters are limited to {_MAX_FORM} bytes")
-    raw = await request.content.read(_MAX_FORM + 1)
-    if len(raw) > _MAX_FORM:
-        raise TooLarge(f"search parameters are limited to {_MAX_FORM} bytes")
+    raw = await read_body(request, _MAX_FORM)  # every segment of it, not only the first read
     try:
         form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
