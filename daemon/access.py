@@ -164,6 +164,6 @@ class AccessPolicy:
         error = allowed(caller.did, action, facts, scopes=caller.scopes,
                         grant_policy=services.config.grant_policy)
         if error is not None:
-            await services.audit(caller.did, action.value, record_id, "denied", {"code": error.code})
+            await services.audit_access(caller.did, action.value, record_id, "denied", {"code": error.code})
             raise error
         return facts

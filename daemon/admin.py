@@ -104,4 +104,4 @@ class Admin:
             return
         self._auth_window = (start, written + 1, 0)
         detail = {"code": code, **({"suppressed": suppressed} if suppressed else {})}
-        await s.audit(actor, "auth_failed", None, "denied", detail)
+        await s.audit_access(actor, "auth_failed", None, "denied", detail)

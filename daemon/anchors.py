@@ -131,6 +131,7 @@ class AuditAnchors:
         (the loop retries)."""
         s = self._s
         node, owner = anchor_keys(s.keys)
+        await s.db.flush()  # read audits commit relaxed: an anchor names only entries already on disk
         block = await s.off_loop(build_anchor, prev, rows, prev_head, node, owner.did)
         # As an upload: gc spares the block until its pin job commits, and a
         # failure before that unpins and deletes it (no orphan pin in Kubo).

@@ -196,7 +196,7 @@ class Imports:
                      {"version": body["version"], "via": via, "granter": grant.granter})
 
     async def _refused(self, caller: Caller, exc: VaultError, via: str) -> None:
-        await self._s.audit(caller.did, "import", None, "denied", {"code": exc.code, "via": via})
+        await self._s.audit_access(caller.did, "import", None, "denied", {"code": exc.code, "via": via})
 
     # ---- share tokens -----------------------------------------------------
 

@@ -8,6 +8,15 @@ its own work), then commits once with ``synchronous=FULL``. A caller's
 durable, and many concurrent small records share one fsync. Reads use their
 own connections on a small thread pool and never wait for the writer.
 
+``write_relaxed`` is for the audit entries of reads and refusals, which
+accompany no change of state: a batch holding only those commits with
+``synchronous=NORMAL`` (in the WAL, safe from a process crash, not yet
+fsync'd), and the writer fsyncs the WAL within ``RELAXED_SYNC_DELAY`` or at
+the next durable commit, whichever comes first (WAL frames are ordered, so
+one fsync makes every earlier frame durable). A read so answers without
+waiting for a disk flush that other processes' writes can stretch to half a
+second; only a power loss in that window can lose its entry.
+
 Reads come in three lanes, each with its own threads and connections, so
 one kind cannot queue behind another: ``read`` (requests; each query is
 interrupted past ``time_limit`` seconds, as datasette's ``sqlite_timelimit``
@@ -40,6 +49,8 @@ _MAX_BATCH = 512
 _AUTH_TIME_LIMIT = 2.0  # seconds; a token lookup is one indexed row
 _PROGRESS_STEPS = 100  # SQLite VM steps between deadline checks (microseconds of work)
 _SQLITE_FULL = 13
+RELAXED_SYNC_DELAY = 0.1  # seconds a relaxed commit may wait for its fsync
+_SYNC = object()  # queued by a timer: fsync what relaxed commits left in the WAL
 
 
 class DiskFull(sqlite3.OperationalError):
@@ -91,9 +102,18 @@ class Index(ABC):
     @abstractmethod
     async def write(self, fn: Callable[..., T], *args: Any) -> T: ...
 
+    async def write_relaxed(self, fn: Callable[..., T], *args: Any) -> T:
+        """A write that records, but does not change, state (the audit entry
+        of a read): an implementation may acknowledge it before it is
+        durable, if it makes it durable moments later."""
+        return await self.write(fn, *args)
+
     async def erased(self) -> None:
         """Called after a commit that erased records, so an implementation can
         drop what its journals still hold of them."""
+
+    async def flush(self) -> None:
+        """Makes every commit so far durable, relaxed ones included."""
 
     @abstractmethod
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
@@ -127,6 +147,9 @@ class Database(Index):
         self._queue: asyncio.Queue | None = None
         self._writer_task: asyncio.Task | None = None
         self._wconn: sqlite3.Connection | None = None
+        self._synchronous = "FULL"  # the writer connection's current setting
+        self._unsynced_since: float | None = None  # a relaxed commit not yet fsync'd, since when
+        self._sync_timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -151,10 +174,22 @@ class Database(Index):
                 pass  # a full disk: the erase itself committed; the next checkpoint copies the WAL back
         await asyncio.get_running_loop().run_in_executor(self._writer_pool, checkpoint)
 
+    async def flush(self) -> None:
+        """fsyncs what relaxed commits left in the WAL (on the writer's thread, between batches)."""
+        await asyncio.get_running_loop().run_in_executor(self._writer_pool, self._sync_wal)
+
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Runs ``fn(conn, *args)`` in a committed transaction; returns its result."""
+        """Runs ``fn(conn, *args)`` in a committed, durable transaction; returns its result."""
+        return await self._submit(fn, args, True)
+
+    async def write_relaxed(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs ``fn(conn, *args)`` in a committed transaction that becomes
+        durable within RELAXED_SYNC_DELAY (see the module doc)."""
+        return await self._submit(fn, args, False)
+
+    async def _submit(self, fn, args, durable: bool):
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((fn, args, future))
+        self._queue.put_nowait((fn, args, future, durable))
         try:
             return await future
         except sqlite3.OperationalError as exc:
@@ -206,10 +241,14 @@ class Database(Index):
 
     def _run_batch(self, batch: list) -> list[tuple[bool, Any]]:
         conn = self._wconn
+        synchronous = "FULL" if any(durable for *_, durable in batch) else "NORMAL"
+        if synchronous != self._synchronous:
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._synchronous = synchronous
         results: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for fn, args, _ in batch:
+            for fn, args, _, _ in batch:
                 conn.execute("SAVEPOINT op")
                 try:
                     value = fn(conn, *args)
@@ -226,17 +265,45 @@ class Database(Index):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        if synchronous == "FULL":
+            self._unsynced_since = None  # this commit's fsync covered every earlier frame
+        elif self._unsynced_since is None:
+            self._unsynced_since = time.monotonic()
         return results
+
+    def _sync_wal(self) -> None:
+        """Makes relaxed commits durable: one fsync of the WAL file (what a
+        FULL commit would have done)."""
+        if self._unsynced_since is None:
+            return
+        try:
+            fd = os.open(self.path + "-wal", os.O_RDONLY)
+        except FileNotFoundError:  # checkpointed and removed meanwhile: nothing unsynced is left in it
+            self._unsynced_since = None
+            return
+        try:
+            os.fsync(fd)
+            self._unsynced_since = None
+        finally:
+            os.close(fd)
 
     async def _writer_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             item = await self._queue.get()
+            if item is _SYNC:
+                self._sync_timer = None
+                await self._sync(loop)
+                continue
             if item is None:
+                await self._sync(loop)
                 return
             batch, stop = [item], False
             while len(batch) < _MAX_BATCH and not self._queue.empty():
                 nxt = self._queue.get_nowait()
+                if nxt is _SYNC:
+                    self._sync_timer = None  # re-armed below if this batch leaves frames unsynced
+                    continue
                 if nxt is None:
                     stop = True
                     break
@@ -245,7 +312,7 @@ class Database(Index):
                 results = await loop.run_in_executor(self._writer_pool, self._run_batch, batch)
             except Exception as exc:  # the commit itself failed: nobody's work is durable
                 results = [(False, exc)] * len(batch)
-            for (_, _, future), (ok, value) in zip(batch, results):
+            for (_, _, future, _), (ok, value) in zip(batch, results):
                 if future.done():
                     continue
                 if ok:
@@ -253,9 +320,21 @@ class Database(Index):
                 else:
                     future.set_exception(value)
             if stop:
+                await self._sync(loop)
                 return
+            if self._unsynced_since is not None and self._sync_timer is None:
+                self._sync_timer = loop.call_later(RELAXED_SYNC_DELAY, self._queue.put_nowait, _SYNC)
+
+    async def _sync(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            await loop.run_in_executor(self._writer_pool, self._sync_wal)
+        except OSError:  # a failing disk: the next durable commit syncs the WAL or reports the error
+            pass
 
     async def close(self) -> None:
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
         if self._writer_task is not None:
             self._queue.put_nowait(None)
             await self._writer_task

@@ -6,9 +6,10 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 
 
-from .process import MEDVAULT, ROOT, run, run_json
+from .process import MEDVAULT, ROOT, download, run, run_json, upload
 
 MiB = 1024 * 1024
 
@@ -63,6 +64,25 @@ def test_64mib_round_trip_then_crash_mid_upload(node, tmp_path):
     assert out.read_bytes() == first.read_bytes()
     verify = run("search", "--data-dir", data_dir, "--q", "second")
     assert json.loads(verify.stdout)["items"] == []
+
+
+def test_a_read_answered_just_before_a_crash_is_in_the_audit_after_restart(node):
+    """Read audits commit without waiting for their fsync (indexer/db.py,
+    write_relaxed): still committed before the reader is answered, so a
+    killed daemon keeps them (only a power loss within 0.1 s could not)."""
+    data_dir, _, daemon = node
+    api = open(os.path.join(data_dir, "api")).read().strip()
+    token = open(os.path.join(data_dir, "owner.token")).read().strip()
+    record = upload(api, token, b"read me once", "text/plain")
+    assert download(api, token, record["id"]) == len(b"read me once")
+    daemon.kill()
+    daemon.start()
+    api = open(os.path.join(data_dir, "api")).read().strip()  # a new port
+    request = urllib.request.Request(f"{api}/v1/audit?record={record['id']}",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        actions = [entry["action"] for entry in json.loads(resp.read())["items"]]
+    assert "read" in actions, actions
 
 
 def test_no_plaintext_marker_in_blocks_or_logs(node, tmp_path):
