@@ -49,6 +49,10 @@ class Config:
     # in memory, so a search at a million records does not decrypt the same
     # index pages again on every query. Allocated only as pages are read.
     index_cache_mb: int = 64
+    # FHIR resources up to this size keep a copy of their current version in
+    # the encrypted index, so a searchset is read from it rather than opened
+    # resource by resource (0: no copies; docs/DECISIONS.md, "FHIR search").
+    index_copy_max_bytes: int = 64 * 1024
     header_timeout: float = 15.0  # a connection's complete request headers (and idle keep-alive) within this
     body_timeout: float = 30.0  # longest silence from a client while its request body is being read
     max_connections: int = 256  # open connections; more get 503 too_many_connections
@@ -94,6 +98,8 @@ class Config:
             raise ValueError("query_time_limit must be between 0 and 3600 seconds")
         if not 2 <= self.index_cache_mb <= 16 * 1024:
             raise ValueError("index_cache_mb must be between 2 and 16384")
+        if not 0 <= self.index_copy_max_bytes <= self.max_fhir_bytes:
+            raise ValueError("index_copy_max_bytes must be between 0 and max_fhir_bytes")
         if not (0 < self.header_timeout <= 3600 and 0 < self.body_timeout <= 3600):
             raise ValueError("header_timeout and body_timeout must be between 0 and 3600 seconds")
         if self.max_connections < 1:

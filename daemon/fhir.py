@@ -25,6 +25,12 @@ from .metadata import (MAX_CODE, MAX_CODES, MAX_DATE, MAX_IDENTIFIER, MAX_IDENTI
                        MAX_TEXT)
 
 MEDIA_TYPE = "application/fhir+json"
+
+
+def is_fhir(content_type: str) -> bool:
+    """Whether a record's media type (parameters aside) is FHIR JSON."""
+    return content_type.split(";", 1)[0].strip().lower() == MEDIA_TYPE
+
 _TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 # Where each resource type keeps its clinical date, in order of preference
 # (a ``*Period`` contributes its start); other types fall back to _DATE_FIELDS.

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from indexer import audit, pins, records, search
 from indexer.sql import sqlite3
 
-from . import search_params, timeutil
+from . import fhir, search_params, timeutil
 from .access import AccessPolicy, Action
 from .auth import Caller
 from .cid import Cid
@@ -26,6 +27,12 @@ from .version_writer import NewVersion, VersionWriter
 from .views import check_record_id, new_record_id, record_view
 
 log = logging.getLogger("medvault.vault")
+T = TypeVar("T")
+
+
+def _resources(rows: list[dict], cap: int) -> list[dict]:
+    """The rows holding a FHIR resource of at most ``cap`` bytes (never open a PDF to find it is not FHIR)."""
+    return [r for r in rows if r["type"] and fhir.is_fhir(r["content_type"]) and r["size"] <= cap]
 
 
 @dataclass
@@ -134,14 +141,14 @@ class Records:
 
     async def get(self, caller: Caller, record_id: str) -> dict:
         row = (await self._access.require(caller, Action.VIEW, record_id)).row
-        await self._s.audit(caller.did, "view", record_id, "ok")
+        await self._s.audit_access(caller.did, "view", record_id, "ok")
         return record_view(row)
 
     async def open(self, caller: Caller, record_id: str) -> OpenRecord:
         s = self._s
         row = (await self._access.require(caller, Action.READ, record_id)).row
         opened = await s.open_version(caller.did, row, caller.has("emergency"))
-        await s.audit(caller.did, "read", record_id, "ok", {"version": row["version"]})
+        await s.audit_access(caller.did, "read", record_id, "ok", {"version": row["version"]})
         s.metrics.records_read.inc()
         size = opened.body["size"]
 
@@ -182,47 +189,79 @@ class Records:
             raise TooLarge(f"the record is larger than {cap} bytes and cannot be read whole here")
         data = b"".join([piece async for piece in plaintext(opened.manifest, opened.dek, size, s.blocks, s.cpu,
                                                             prefetch=s.config.read_prefetch)])
-        await s.audit(caller.did, "read", record_id, "ok", {"version": row["version"]})
+        await s.audit_access(caller.did, "read", record_id, "ok", {"version": row["version"]})
         s.metrics.records_read.inc()
         s.metrics.bytes_read.inc(len(data))
         return WholeRecord(row, opened.body["content_type"], data)
 
-    async def read_found(self, caller: Caller, rows: list[dict], cap: int) -> list[bytes | None]:
-        """The plaintexts of rows a search just returned (the search applied
-        the access rule in SQL; each open needs the caller's live envelope
-        again, looked up for all rows in one read), opened in parallel. The
-        audit entries (one per record, one commit) are written meanwhile, so
-        the durability wait overlaps the decryption; one for a record that
-        then fails to open over-reports a read, never under-reports one. A
-        record larger than ``cap`` or changed meanwhile gives None."""
+    async def read_resources(self, caller: Caller, rows: list[dict], cap: int,
+                             render: Callable[[list[tuple[dict, bytes]]], T]) -> T:
+        """The FHIR resources of records a search returned (``rows``), for
+        ``render``: access is checked again for all of them in one read (a
+        live envelope of the caller's for each current manifest)."""
+        s, emergency, now = self._s, caller.has("emergency"), timeutil.now()
+        chosen = _resources(rows, cap)
+        access = await s.db.read(records.live_contents, [r["cid"] for r in chosen], caller.did, now, emergency)
+        return await self._serve(caller, chosen, access, now, render)
+
+    async def search_resources(self, caller: Caller, items: list[tuple[str, str]], cap: int,
+                               render: Callable[[dict, list[tuple[dict, bytes]]], T]) -> T:
+        """A search page (as ``search``) and the FHIR resources on it, found
+        and access-checked in one read of the index, for ``render(page,
+        [(record, content)])``."""
+        s, emergency, now = self._s, caller.has("emergency"), timeutil.now()
+        query = search_params.parse(items, caller.did, now, emergency)
+
+        def run(conn: sqlite3.Connection):
+            rows, position = search.run(conn, query)
+            views = [record_view(r) for r in rows]
+            chosen = _resources(views, cap)
+            return views, position, chosen, records.live_contents(conn, [r["cid"] for r in chosen], caller.did,
+                                                                 now, emergency)
+
+        views, position, chosen, access = await s.db.read(run)
+        page = {"items": views, "next": search_params.encode_cursor(position, query.sort) if position else None}
+        return await self._serve(caller, chosen, access, now, lambda found: render(page, found))
+
+    async def _serve(self, caller: Caller, rows: list[dict], access: tuple[dict, dict], now: str,
+                     render: Callable[[list[tuple[dict, bytes]]], T]) -> T:
+        """Contents of ``rows`` the caller holds a live envelope for: the
+        index's copy of a small FHIR resource (records.live_contents), or
+        opened with that envelope (and the copy kept for the next read).
+        ``render`` runs while the audit entries (one per record read) and any
+        new copies commit (relaxed); its result is returned only after that
+        commit, so nothing read is answered unaudited."""
         s, emergency = self._s, caller.has("emergency")
-        wanted = [r for r in rows if r["size"] <= cap]
-        if not wanted:
-            return [None] * len(rows)
-        now = timeutil.now()
-        envelopes = await s.db.read(records.live_envelopes, [r["cid"] for r in wanted], caller.did, now, emergency)
-
-        def commit(conn: sqlite3.Connection) -> None:
-            for row in wanted:
-                if row["cid"] in envelopes:
-                    audit.append(conn, now, caller.did, "read", row["id"], "ok", {"version": row["version"]})
-
-        audited = asyncio.ensure_future(s.db.write(commit))
+        envelopes, copies = access
 
         async def one(row: dict) -> bytes | None:
             envelope = envelopes.get(row["cid"])
-            if envelope is None or row["size"] > cap:
+            if envelope is None:
                 return None
+            if row["cid"] in copies:
+                return copies[row["cid"]]
             opened = await s.open_version(caller.did, row, emergency, envelope)
             return b"".join([piece async for piece in plaintext(
                 opened.manifest, opened.dek, opened.body["size"], s.blocks, s.cpu, prefetch=s.config.read_prefetch)])
 
+        contents = await asyncio.gather(*[one(r) for r in rows])
+        found = [(row, data) for row, data in zip(rows, contents) if data is not None]
+        fresh = [(row["id"], row["cid"], data) for row, data in found
+                 if row["cid"] not in copies and len(data) <= s.config.index_copy_max_bytes]
+
+        def commit(conn: sqlite3.Connection) -> None:
+            audit.append_many(conn, [(now, caller.did, "read", row["id"], "ok", {"version": row["version"]})
+                                     for row, _ in found])
+            records.keep_contents(conn, fresh)
+
+        audited = asyncio.ensure_future(s.db.write_relaxed(commit)) if found else None
         try:
-            found = await asyncio.gather(*[one(r) for r in rows])
+            result = render(found)
         finally:
-            await audited  # answered only once the audit of what it reads is durable
-        s.metrics.records_read.inc(sum(data is not None for data in found))
-        return found
+            if audited is not None:
+                await audited
+        s.metrics.records_read.inc(len(found))
+        return result
 
     async def versions(self, caller: Caller, record_id: str) -> list[dict]:
         await self._access.require(caller, Action.VERSIONS, record_id)

@@ -72,12 +72,13 @@ class VersionWriter:
 
     async def _prepare_body(self, source: AsyncIterator[bytes], base_type: str, info: RecordInput,
                             content_length: int | None):
-        """For FHIR JSON, reads and validates the (bounded) body and fills in what it says."""
+        """For FHIR JSON, reads and validates the (bounded) body and fills in
+        what it says: (the body to seal, its summary, the body itself)."""
         limit = self._s.config.max_record_bytes
         if content_length is not None and content_length > limit:
             raise TooLarge(f"the record is larger than this node's limit of {limit} bytes")
         if base_type != fhir.MEDIA_TYPE:
-            return source, None
+            return source, None, None
         cap = self._s.config.max_fhir_bytes
         if content_length is not None and content_length > cap:
             raise TooLarge(f"FHIR resources are limited to {cap} bytes on this node")
@@ -99,7 +100,7 @@ class VersionWriter:
             summary = await parse(fhir.summarize, body)
         info.type = info.type or summary.resource_type
         info.date = info.date or summary.date
-        return iterate_bytes(body), summary
+        return iterate_bytes(body), summary, body
 
     async def write(self, new: NewVersion, source: AsyncIterator[bytes]) -> dict:
         return (await self.write_many([(new, source)]))[0]
@@ -139,7 +140,10 @@ class VersionWriter:
         author = s.key_of(new.caller.did)
         full_type, base_type = check_media_type(new.content_type)
         info.validated()
-        source, summary = await self._prepare_body(source, base_type, info, new.content_length)
+        source, summary, resource = await self._prepare_body(source, base_type, info, new.content_length)
+        # A small resource is also kept, as this version's copy, in the encrypted index (FHIR searchsets).
+        copy = resource if resource is not None and len(resource) <= cfg.index_copy_max_bytes else None
+        del resource
         dek = crypto.new_data_key()
         sealed = await seal_stream(source, dek, store, s.cpu, chunk_size=cfg.chunk_size,
                                    max_bytes=cfg.max_record_bytes, concurrency=cfg.ingest_concurrency,
@@ -179,7 +183,7 @@ class VersionWriter:
                 _check_readers(conn, new.prev["cid"], new.readers, now)
             try:
                 records.save_version(conn, row, envelopes, codes,
-                                     prev_cid=new.prev["cid"] if new.prev else None, roles=roles)
+                                     prev_cid=new.prev["cid"] if new.prev else None, roles=roles, content=copy)
             except sqlite3.IntegrityError:
                 raise Conflict("the record changed while this version was written; retry",
                                "version_conflict") from None

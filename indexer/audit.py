@@ -36,15 +36,26 @@ def entry_hash(prev: str, entry: dict) -> str:
 def append(conn: sqlite3.Connection, time: str, actor: str | None, action: str, record: str | None,
            outcome: str, detail: dict | None = None) -> int:
     """Appends one entry (inside the caller's transaction); returns its seq."""
+    return append_many(conn, [(time, actor, action, record, outcome, detail)])
+
+
+def append_many(conn: sqlite3.Connection, entries: list[tuple]) -> int:
+    """Appends (time, actor, action, record, outcome, detail) entries in
+    order, chained, with one look-up of the head (a searchset's reads);
+    returns the last seq."""
     seq, prev = head(conn)
-    seq += 1
-    entry = {"seq": seq, "time": _text("time", time), "actor": _text("actor", actor),
-             "action": _text("action", action), "record": _text("record", record),
-             "outcome": _text("outcome", outcome), "detail": json.dumps(detail or {}, sort_keys=True)}
-    conn.execute(
+    rows_ = []
+    for time, actor, action, record, outcome, detail in entries:
+        seq += 1
+        entry = {"seq": seq, "time": _text("time", time), "actor": _text("actor", actor),
+                 "action": _text("action", action), "record": _text("record", record),
+                 "outcome": _text("outcome", outcome), "detail": json.dumps(detail or {}, sort_keys=True)}
+        digest = entry_hash(prev, entry)
+        rows_.append({**entry, "prev": prev, "hash": digest})
+        prev = digest
+    conn.executemany(
         "INSERT INTO audit (seq, time, actor, action, record, outcome, detail, prev, hash)"
-        " VALUES (:seq, :time, :actor, :action, :record, :outcome, :detail, :prev, :hash)",
-        {**entry, "prev": prev, "hash": entry_hash(prev, entry)})
+        " VALUES (:seq, :time, :actor, :action, :record, :outcome, :detail, :prev, :hash)", rows_)
     return seq
 
 

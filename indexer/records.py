@@ -38,10 +38,13 @@ def row_of(row: sqlite3.Row | None) -> dict | None:
 
 
 def save_version(conn: sqlite3.Connection, record: dict, envelopes: list[dict], codes: list[tuple[str, str]],
-                 *, prev_cid: str | None = None, roles: list[tuple[str, str]] = ()) -> None:
+                 *, prev_cid: str | None = None, roles: list[tuple[str, str]] = (),
+                 content: bytes | None = None) -> None:
     """Inserts a new record (``prev_cid`` None) or advances it from exactly
     the version whose manifest is ``prev_cid``, with its version row,
     envelopes, tags, codes and any new ``roles`` ((principal, role) pairs).
+    The copy of an earlier version's content goes; ``content`` (a small FHIR
+    resource, already validated) is kept as this version's.
     Raises sqlite3.IntegrityError when the record moved on meanwhile, so the
     caller's savepoint rolls back and nothing of this version is kept."""
     fields = ("id", "version", "cid", "patient", "type", "content_type", "title", "text", "subject",
@@ -68,6 +71,44 @@ def save_version(conn: sqlite3.Connection, record: dict, envelopes: list[dict], 
                      [(seq, kind, system, value, values["date_lo"]) for kind, system, value in _terms(record, codes)])
     conn.executemany("INSERT OR IGNORE INTO record_roles (record_id, principal, role) VALUES (?, ?, ?)",
                      [(record["id"], principal, role) for principal, role in roles if principal])
+    conn.execute("DELETE FROM resource_copies WHERE record_id = ? AND cid != ?", (record["id"], record["cid"]))
+    if content is not None:
+        conn.execute("INSERT OR REPLACE INTO resource_copies (cid, record_id, body) VALUES (?, ?, ?)",
+                     (record["cid"], record["id"], content))
+
+
+def keep_contents(conn: sqlite3.Connection, contents: list[tuple[str, str, bytes]]) -> None:
+    """Keeps (record id, manifest CID, content) copies of resources opened
+    for a read, for the versions still current (one replaced meanwhile is
+    left out)."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO resource_copies (cid, record_id, body)"
+        " SELECT :cid, :id, :body WHERE EXISTS (SELECT 1 FROM records WHERE id = :id AND cid = :cid)",
+        [{"id": rid, "cid": cid, "body": body} for rid, cid, body in contents])
+
+
+def live_contents(conn: sqlite3.Connection, manifests: list[str], caller: str, now: str,
+                  emergency: bool = False) -> tuple[dict[str, dict], dict[str, bytes]]:
+    """For a page of manifests, in one query: the caller's newest live
+    envelope of each (manifest → envelope, as ``live_envelope``) and the kept
+    content copies of exactly those manifests (a manifest the caller holds
+    no live envelope for gets no content)."""
+    envelopes: dict[str, dict] = {}
+    copies: dict[str, bytes] = {}
+    for start in range(0, len(manifests), 500):
+        batch = list(dict.fromkeys(manifests[start:start + 500]))
+        for row in conn.execute(
+                f"SELECT {', '.join('e.' + f for f in _ENVELOPE_FIELDS.split(', '))}, c.body"
+                " FROM envelopes e LEFT JOIN resource_copies c ON c.cid = e.manifest"
+                f" WHERE e.recipient = ? AND e.manifest IN ({','.join('?' * len(batch))})"
+                " AND e.revoked IS NULL AND (e.expires IS NULL OR e.expires > ?) AND (e.role != 'emergency' OR ?)"
+                " ORDER BY e.granted DESC", (caller, *batch, now, emergency)):
+            envelope = dict(row)
+            body = envelope.pop("body")
+            envelopes.setdefault(envelope["manifest"], envelope)
+            if body is not None:
+                copies[envelope["manifest"]] = body
+    return envelopes, copies
 
 
 def _date_range(text: str | None) -> tuple[int | None, int | None]:
@@ -155,7 +196,7 @@ def all_cids(conn: sqlite3.Connection, record_id: str) -> dict[str, list[str]]:
 def delete(conn: sqlite3.Connection, record_id: str) -> None:
     conn.execute("DELETE FROM search_terms WHERE seq = (SELECT seq FROM records WHERE id = ?)", (record_id,))
     for table, column in (("envelopes", "record_id"), ("versions", "record_id"), ("record_roles", "record_id"),
-                          ("records", "id")):
+                          ("resource_copies", "record_id"), ("records", "id")):
         conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (record_id,))
 
 

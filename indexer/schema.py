@@ -169,8 +169,19 @@ def _m006_covering_access(db: sqlite_utils.Database) -> None:
     db.execute("ANALYZE")
 
 
+def _m007_resource_copies(db: sqlite_utils.Database) -> None:
+    """Issue 11: a copy of each small FHIR resource's current version, so a
+    searchset is served from the (encrypted) index instead of opening every
+    resource on the page. Keyed by the manifest CID it is the content of;
+    only ever served to a caller holding a live envelope for that manifest
+    (records.live_contents), dropped with the version and with the record."""
+    db["resource_copies"].create({"cid": str, "record_id": str, "body": bytes}, pk="cid",
+                                 not_null={"record_id", "body"}, if_not_exists=True)
+    db["resource_copies"].create_index(["record_id"], if_not_exists=True)
+
+
 MIGRATIONS = [_m001_initial, _m002_record_authority, _m003_search, _m004_fts_secure_delete, _m005_audit_anchors,
-              _m006_covering_access]
+              _m006_covering_access, _m007_resource_copies]
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -273,3 +273,57 @@ async def test_a_plaintext_index_is_encrypted_once_and_its_plaintext_removed(tmp
     assert MARKER.encode() not in open(path, "rb").read()
     with pytest.raises(WrongIndexKey):
         connect(path, os.urandom(32))
+
+
+async def test_a_relaxed_write_is_readable_at_once_and_fsynced_within_the_delay(db, monkeypatch):
+    """Read audits commit without waiting for the disk (indexer/db.py); the
+    writer still makes them durable moments later, by itself."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    await db.write_relaxed(audit.append, "t", "did:a", "read", "r1", "ok")
+    assert [e["record"] for e in await db.read(audit.entries)] == ["r1"]
+    for _ in range(100):
+        if synced:
+            break
+        await asyncio.sleep(0.02)
+    assert synced, "the relaxed commit was never fsync'd"
+
+
+async def test_a_durable_write_after_relaxed_ones_is_synchronous_full(db, monkeypatch):
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    await db.write_relaxed(audit.append, "t", "did:a", "read", "r1", "ok")
+    mode = await db.write(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+    assert mode == 2  # FULL: SQLite fsyncs the WAL at this commit, covering the relaxed frame before it
+    await asyncio.sleep(0.3)
+    assert synced == []  # so the writer had nothing left to fsync itself
+    assert [e["record"] for e in await db.read(audit.entries)] == ["r1"]
+    assert (await db.read(audit.verify))["ok"]
+
+
+async def test_a_copy_is_kept_only_for_the_version_still_current(db):
+    def seed(conn):
+        records.save_version(conn, _record("r1", type="Observation"), [_env("r1", "did:a")], [], content=b"v1")
+        records.save_version(conn, _record("r1", 2, type="Observation"), [_env("r1", "did:a", 2)], [],
+                             prev_cid="bafyr11")
+        records.keep_contents(conn, [("r1", "bafyr11", b"stale"), ("r1", "bafyr12", b"v2")])
+
+    await db.write(seed)
+    copies = await db.read(lambda c: {r["cid"]: r["body"] for r in c.execute("SELECT cid, body FROM resource_copies")})
+    assert copies == {"bafyr12": b"v2"}  # v1's copy went with its version; the stale one was not kept
+    now = "2025-01-01T00:00:00.000Z"
+    assert await db.read(records.live_contents, ["bafyr12"], "did:a", now) == (
+        {"bafyr12": _env("r1", "did:a", 2)}, {"bafyr12": b"v2"})
+    assert await db.read(records.live_contents, ["bafyr12"], "did:b", now) == ({}, {})
+
+
+async def test_flush_makes_relaxed_commits_durable_at_once(db, monkeypatch):
+    """The audit anchor flushes before it names entries (daemon/anchors.py)."""
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    await db.write_relaxed(audit.append, "t", "did:a", "read", "r1", "ok")
+    await db.flush()
+    assert len(synced) == 1
+    await db.flush()
+    assert len(synced) == 1  # nothing relaxed left to sync

@@ -10,21 +10,16 @@ from daemon.views import MAX_PAGE
 
 from . import bundles
 from .outcome import outcome
-from .resources import is_resource, served
+from .resources import served
 from .search import link, translate
 
 MAX_EVERYTHING = MAX_PAGE  # $everything answers at most this many resources, in one Bundle
 
 
-async def resources_of(vault, caller: Caller, records: list[dict], rtype: str | None = None) -> list[dict]:
-    """The FHIR resources of found records (records that are not FHIR
-    resources of the type, or changed since, are left out)."""
-    records = [r for r in records if is_resource(r)]  # never decrypt a PDF to find it is not FHIR
-    contents = await vault.records.read_found(caller, records, vault.config.max_fhir_bytes)
+def _served(found: list[tuple[dict, bytes]], rtype: str | None) -> list[dict]:
+    """The resources as served (a record that is not a FHIR resource of the type is left out)."""
     out = []
-    for record, data in zip(records, contents):
-        if data is None:
-            continue
+    for record, data in found:
         try:
             out.append(served(data, record, rtype))
         except NotFound:
@@ -51,12 +46,15 @@ async def search(vault, caller: Caller, base: str, rtype: str, params: list[tupl
     self_link = link(base, rtype, query.used)
     if query.summary_count:
         return bundles.searchset(base, [], self_link, total=await count(vault, caller, query.items))
-    page = await vault.records.search(caller, query.items)
-    resources = await resources_of(vault, caller, page["items"], rtype)
     first_page = not any(name == "_cursor" for name, _ in query.used)
-    total = len(resources) if page["next"] is None and first_page else None
-    next_link = link(base, rtype, query.used, page["next"]) if page["next"] else None
-    return bundles.searchset(base, resources, self_link, next_link, total)
+
+    def render(page: dict, found: list[tuple[dict, bytes]]) -> dict:
+        resources = _served(found, rtype)
+        total = len(resources) if page["next"] is None and first_page else None
+        next_link = link(base, rtype, query.used, page["next"]) if page["next"] else None
+        return bundles.searchset(base, resources, self_link, next_link, total)
+
+    return await vault.records.search_resources(caller, query.items, vault.config.max_fhir_bytes, render)
 
 
 async def everything(vault, caller: Caller, base: str, patient: dict, did: str | None) -> dict:
@@ -83,7 +81,8 @@ async def everything(vault, caller: Caller, base: str, patient: dict, did: str |
                 break
     truncated = truncated or len(found) > MAX_EVERYTHING
     records = list(found.values())[:MAX_EVERYTHING]
-    resources = [patient, *await resources_of(vault, caller, records)]
+    resources = [patient, *await vault.records.read_resources(caller, records, vault.config.max_fhir_bytes,
+                                                              lambda found: _served(found, None))]
     self_link = f"{base}/Patient/{patient['id']}/$everything"
     bundle = bundles.searchset(base, resources, self_link, total=None if truncated else len(resources))
     if truncated:  # FHIR's way to say so inside a searchset: an OperationOutcome entry

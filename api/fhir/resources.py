@@ -91,7 +91,7 @@ def with_meta(resource: dict, row: dict) -> dict:
 
 def served(data: bytes, row: dict, rtype: str | None = None) -> dict:
     """A stored FHIR body as served; 404 when it is not a resource of ``rtype``."""
-    if row["content_type"].split(";", 1)[0].strip().lower() != indexed.MEDIA_TYPE:
+    if not indexed.is_fhir(row["content_type"]):
         raise NotFound("no such resource (the record is not a FHIR resource)", "not_fhir")
     try:
         resource = json.loads(data)
@@ -208,7 +208,7 @@ async def write_all(vault, caller: Caller, writes: list[Write], known: dict[str,
 
 def is_resource(record: dict) -> bool:
     """Whether a record holds a FHIR resource (a /v1 upload may hold anything)."""
-    return bool(record["type"]) and record["content_type"].split(";", 1)[0].strip().lower() == indexed.MEDIA_TYPE
+    return bool(record["type"]) and indexed.is_fhir(record["content_type"])
 
 
 async def view(vault, caller: Caller, rtype: str | None, rid: str) -> dict:
