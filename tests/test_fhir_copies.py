@@ -41,9 +41,12 @@ async def test_a_searchset_comes_from_the_index_copy_and_every_read_is_audited(a
     monkeypatch.setattr(api.vault.records._s, "open_version", no_opening)
     found = await _search(fhir, "copy-1")
     assert [r["id"] for r in found] == [made["id"]] and found[0]["meta"]["versionId"] == "1"
+    for path in (f"/fhir/Observation/{made['id']}", f"/fhir/Observation/{made['id']}/_history/1"):
+        resp, read = await fhir.call("GET", path)  # a read of the current version: the copy too
+        assert resp.status == 200 and read["code"] == made["code"]
     reads = [e for e in await api.vault.db.read(audit.entries)
              if e["action"] == "read" and e["record"] == made["id"]]
-    assert len(reads) == 1 and reads[0]["actor"] == api.owner_did
+    assert len(reads) == 3 and {e["actor"] for e in reads} == {api.owner_did}
 
 
 async def test_a_revoked_reader_gets_nothing_although_the_copy_stays(api):
@@ -61,6 +64,8 @@ async def test_a_revoked_reader_gets_nothing_although_the_copy_stays(api):
     assert resp.status == 200
     assert await _copies(api, made["id"])  # the content did not change: its copy is still kept ...
     assert await _search(reader, "copy-2") == []  # ... and never served without a live envelope
+    resp, _ = await reader.call("GET", f"/fhir/Observation/{made['id']}")
+    assert resp.status == 404
     cid = await _cid(api, made["id"])
     envelopes, copies = await api.vault.db.read(records.live_contents, [cid], reader_did, "2024-01-01T00:00:00Z")
     assert envelopes == {} and copies == {}
