@@ -66,3 +66,27 @@ async def test_a_stored_resource_with_a_non_object_meta_does_not_turn_searches_i
     assert [e["resource"]["meta"]["versionId"] for e in doc["entry"]] == ["1"]
     resp, doc = await fhir.call("GET", f"/fhir/Observation/{rid}")
     assert resp.status == 200, doc
+
+
+async def test_copies_made_before_they_were_turned_off_are_neither_served_nor_kept(api, monkeypatch):
+    """index_copy_max_bytes = 0 "turns copies off" (docs/DECISIONS.md), but
+    only new versions obeyed it: every copy already in the index kept being
+    served, and kept at rest, until its record changed."""
+    from .test_fhir_api import Fhir, observation
+    from .test_fhir_copies import _copies, _search
+
+    fhir = Fhir(api)
+    made = await fhir.create(observation("review-off", "2024-01-02"))
+    assert await _copies(api, made["id"])
+    api.vault.config.index_copy_max_bytes = 0
+    opened = []
+    real_open = api.vault.records._s.open_version
+
+    async def counting(*args, **kwargs):
+        opened.append(args[1]["id"])
+        return await real_open(*args, **kwargs)
+
+    monkeypatch.setattr(api.vault.records._s, "open_version", counting)
+    assert [r["id"] for r in await _search(fhir, "review-off")] == [made["id"]]
+    assert opened == [made["id"]]  # opened with the envelope, not served from the old copy
+    assert await _copies(api, made["id"]) == {}
