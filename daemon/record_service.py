@@ -243,6 +243,11 @@ class Records:
         commit, so nothing read is answered unaudited."""
         s, emergency = self._s, caller.has("emergency")
         envelopes, copies = access
+        limit = s.config.index_copy_max_bytes
+        # Copies kept under a larger limit (or before copies were turned off)
+        # are neither served nor kept: they go when next met.
+        dropped = [cid for cid, body in copies.items() if len(body) > limit]
+        copies = {cid: body for cid, body in copies.items() if len(body) <= limit}
 
         async def one(row: dict) -> bytes | None:
             envelope = envelopes.get(row["cid"])
@@ -257,12 +262,13 @@ class Records:
         contents = await asyncio.gather(*[one(r) for r in rows])
         found = [(row, data) for row, data in zip(rows, contents) if data is not None]
         fresh = [(row["id"], row["cid"], data) for row, data in found
-                 if row["cid"] not in copies and len(data) <= s.config.index_copy_max_bytes]
+                 if row["cid"] not in copies and len(data) <= limit]
 
         def commit(conn: sqlite3.Connection) -> None:
             audit.append_many(conn, [(now, caller.did, "read", row["id"], "ok", {"version": row["version"]})
                                      for row, _ in found])
             records.keep_contents(conn, fresh)
+            records.drop_contents(conn, dropped)
 
         audited = asyncio.ensure_future(s.db.write_relaxed(commit)) if found else None
         try:

@@ -322,8 +322,15 @@ class Database(Index):
             if stop:
                 await self._sync(loop)
                 return
-            if self._unsynced_since is not None and self._sync_timer is None:
-                self._sync_timer = loop.call_later(RELAXED_SYNC_DELAY, self._queue.put_nowait, _SYNC)
+            if self._unsynced_since is not None:
+                # Due from the oldest unsynced commit, not from this batch: a
+                # _SYNC drained into a busy writer's batch must not push the
+                # fsync back again and again.
+                due = self._unsynced_since + RELAXED_SYNC_DELAY - time.monotonic()
+                if due <= 0:
+                    await self._sync(loop)
+                elif self._sync_timer is None:
+                    self._sync_timer = loop.call_later(due, self._queue.put_nowait, _SYNC)
 
     async def _sync(self, loop: asyncio.AbstractEventLoop) -> None:
         try:

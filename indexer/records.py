@@ -87,6 +87,11 @@ def keep_contents(conn: sqlite3.Connection, contents: list[tuple[str, str, bytes
         [{"id": rid, "cid": cid, "body": body} for rid, cid, body in contents])
 
 
+def drop_contents(conn: sqlite3.Connection, manifests: list[str]) -> None:
+    """Drops the copies of these manifests (kept under a larger index_copy_max_bytes)."""
+    conn.executemany("DELETE FROM resource_copies WHERE cid = ?", [(m,) for m in manifests])
+
+
 def live_contents(conn: sqlite3.Connection, manifests: list[str], caller: str, now: str,
                   emergency: bool = False) -> tuple[dict[str, dict], dict[str, bytes]]:
     """For a page of manifests, in one query: the caller's newest live

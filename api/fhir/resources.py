@@ -83,7 +83,10 @@ async def parsed(services, body: bytes) -> dict:
 
 def with_meta(resource: dict, row: dict) -> dict:
     """The resource as served: the record's id, version and time of that version."""
-    meta = dict(resource.get("meta") or {})
+    meta = resource.get("meta")
+    # A stored body need not have passed FHIR validation (a /v1 upload, an
+    # import): a "meta" that is not an object is replaced, never a 500.
+    meta = dict(meta) if isinstance(meta, dict) else {}
     meta["versionId"] = str(row["version"])
     meta["lastUpdated"] = row["updated"]
     return {**resource, "id": row["id"], "meta": meta}
