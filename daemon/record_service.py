@@ -187,8 +187,9 @@ class Records:
             # small FHIR resource), under the same live-envelope check.
             envelopes, copies = await s.db.read(records.live_contents, [row["cid"]], caller.did, timeutil.now(),
                                                 caller.has("emergency"))
-            if row["cid"] in copies and len(copies[row["cid"]]) <= cap:
-                return await self._whole(caller, row, row["content_type"], copies[row["cid"]])
+            copy = copies.get(row["cid"])
+            if copy is not None and len(copy) <= min(cap, s.config.index_copy_max_bytes):
+                return await self._whole(caller, row, row["content_type"], copy)
             opened = await s.open_version(caller.did, row, caller.has("emergency"), envelopes.get(row["cid"]))
         size = opened.body["size"]
         if size > cap:
@@ -238,9 +239,9 @@ class Records:
         """Contents of ``rows`` the caller holds a live envelope for: the
         index's copy of a small FHIR resource (records.live_contents), or
         opened with that envelope (and the copy kept for the next read).
-        ``render`` runs while the audit entries (one per record read) and any
-        new copies commit (relaxed); its result is returned only after that
-        commit, so nothing read is answered unaudited."""
+        ``render``'s result is returned only after the audit entries (one
+        per record read) and any new copies commit (relaxed), so nothing
+        read is answered unaudited."""
         s, emergency = self._s, caller.has("emergency")
         envelopes, copies = access
         limit = s.config.index_copy_max_bytes
@@ -270,12 +271,9 @@ class Records:
             records.keep_contents(conn, fresh)
             records.drop_contents(conn, dropped)
 
-        audited = asyncio.ensure_future(s.db.write_relaxed(commit)) if found else None
-        try:
-            result = render(found)
-        finally:
-            if audited is not None:
-                await audited
+        result = render(found)
+        if found or dropped:
+            await s.db.write_relaxed(commit)
         s.metrics.records_read.inc(len(found))
         return result
 

@@ -510,3 +510,22 @@ async def test_everything_says_when_it_left_resources_out(api, monkeypatch):
     assert [e["resource"]["resourceType"] for e in doc["entry"]] == [
         "Patient", "Observation", "Observation", "OperationOutcome"]
     assert doc["entry"][-1]["search"]["mode"] == "outcome"
+
+
+async def test_a_stored_resource_with_a_non_object_meta_does_not_turn_searches_into_500(api):
+    """/v1 accepts application/fhir+json bodies checked only by fhir.summarize
+    (and imports are not checked at all), so a stored resource may carry a
+    "meta" that is not an object. with_meta then raised TypeError/ValueError:
+    every searchset, read and $everything holding that record answered 500,
+    for every reader it was shared with."""
+    fhir = Fhir(api)
+    body = {**observation("review-meta", "2024-01-02"), "meta": "ab"}
+    resp = await api.client.post("/v1/records", data=json.dumps(body).encode(),
+                                 headers={**api.auth(), "Content-Type": "application/fhir+json"})
+    assert resp.status == 201, await resp.text()
+    rid = (await resp.json())["id"]
+    resp, doc = await fhir.call("GET", "/fhir/Observation?code=review-meta")
+    assert resp.status == 200, doc
+    assert [e["resource"]["meta"]["versionId"] for e in doc["entry"]] == ["1"]
+    resp, doc = await fhir.call("GET", f"/fhir/Observation/{rid}")
+    assert resp.status == 200, doc

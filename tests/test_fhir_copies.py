@@ -105,3 +105,24 @@ async def test_no_copy_is_kept_above_the_configured_size(api):
     made = await fhir.create(observation("copy-5", "2024-01-06"))
     assert [r["id"] for r in await _search(fhir, "copy-5")] == [made["id"]]  # opened instead
     assert await _copies(api, made["id"]) == {}
+
+
+async def test_copies_made_before_they_were_turned_off_are_neither_served_nor_kept(api, monkeypatch):
+    """index_copy_max_bytes = 0 "turns copies off" (docs/DECISIONS.md), but
+    only new versions obeyed it: every copy already in the index kept being
+    served, and kept at rest, until its record changed."""
+    fhir = Fhir(api)
+    made = await fhir.create(observation("review-off", "2024-01-02"))
+    assert await _copies(api, made["id"])
+    api.vault.config.index_copy_max_bytes = 0
+    opened = []
+    real_open = api.vault.records._s.open_version
+
+    async def counting(*args, **kwargs):
+        opened.append(args[1]["id"])
+        return await real_open(*args, **kwargs)
+
+    monkeypatch.setattr(api.vault.records._s, "open_version", counting)
+    assert [r["id"] for r in await _search(fhir, "review-off")] == [made["id"]]
+    assert opened == [made["id"]]  # opened with the envelope, not served from the old copy
+    assert await _copies(api, made["id"]) == {}

@@ -5,11 +5,12 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
 from indexer import audit, dates, records, search
-from indexer.db import Database, connect
+from indexer.db import RELAXED_SYNC_DELAY, Database, connect
 from indexer.sql import sqlite3
 
 
@@ -327,3 +328,37 @@ async def test_flush_makes_relaxed_commits_durable_at_once(db, monkeypatch):
     assert len(synced) == 1
     await db.flush()
     assert len(synced) == 1  # nothing relaxed left to sync
+
+
+async def test_relaxed_commits_are_fsynced_within_the_delay_while_the_writer_stays_busy(db, monkeypatch):
+    """The writer's _SYNC sentinel is dropped when it is drained into a batch
+    behind another write, and the timer is re-armed from that batch's end: as
+    long as relaxed work keeps arriving while the writer is busy, the WAL is
+    never fsync'd (only a checkpoint would), far past RELAXED_SYNC_DELAY."""
+    wal = db.path + "-wal"
+    synced: list[float] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(wal):
+            synced.append(time.monotonic())
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    def slow(conn, seq):  # a relaxed write that keeps the writer busy longer than the delay
+        time.sleep(3 * RELAXED_SYNC_DELAY)
+        audit.append(conn, "t", "did:a", "read", f"slow{seq}", "ok")
+
+    await db.write_relaxed(audit.append, "t", "did:a", "read", "first", "ok")
+    committed = time.monotonic()
+    for i in range(4):  # reads keep coming: one in the writer, the next queued behind it
+        busy = asyncio.ensure_future(db.write_relaxed(slow, i))
+        await asyncio.sleep(RELAXED_SYNC_DELAY / 5)
+        queued = asyncio.ensure_future(db.write_relaxed(audit.append, "t", "did:a", "read", f"r{i}", "ok"))
+        await asyncio.gather(busy, queued)
+        if synced:
+            break
+    assert synced, f"no fsync of the WAL {time.monotonic() - committed:.2f} s after a relaxed commit"
+    # within the delay plus the one batch that was running when it fell due
+    assert synced[0] - committed <= 4 * RELAXED_SYNC_DELAY + 0.2
