@@ -36,6 +36,38 @@ def tree_peak_rss_mb(pid: int) -> float:
     return total
 
 
+def _role(pid: int) -> str:
+    """What a process of the daemon's tree is, from its command line."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmd = handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return "gone"
+    if "resource_tracker" in cmd:
+        return "resource tracker"
+    if "daemon.cli" in cmd:
+        return "daemon"
+    if "spawn_main" in cmd or "fhir_worker" in cmd:
+        return "parse worker"
+    return cmd[:60]
+
+
+def tree_peak_rss_parts(pid: int) -> list[tuple[str, float]]:
+    """(role, VmHWM in MB) of a process and each of its descendants."""
+    parts = [(_role(pid), peak_rss_mb(pid))]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            children = [int(c) for c in handle.read().split()]
+    except FileNotFoundError:
+        children = []
+    for child in children:
+        try:
+            parts += tree_peak_rss_parts(child)
+        except FileNotFoundError:  # a worker that just exited
+            pass
+    return parts
+
+
 def start_node(backend_args: tuple[str, ...] = ()) -> tuple[Daemon, str, str, str]:
     """Initialises a data dir and starts a daemon; returns (daemon, data_dir, api, token)."""
     root = tempfile.mkdtemp(prefix="medvault-bench-")
