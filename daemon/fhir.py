@@ -21,8 +21,8 @@ from indexer import dates
 
 from . import timeutil
 from .errors import InvalidRecord
-from .metadata import (MAX_CODE, MAX_CODES, MAX_DATE, MAX_IDENTIFIER, MAX_IDENTIFIERS, MAX_SUBJECT, MAX_SYSTEM,
-                       MAX_TEXT)
+from .metadata_limits import (MAX_CODE, MAX_CODES, MAX_DATE, MAX_IDENTIFIER, MAX_IDENTIFIERS, MAX_SUBJECT,
+                              MAX_SYSTEM, MAX_TEXT)  # not .metadata: the parse worker imports only this module's needs
 
 MEDIA_TYPE = "application/fhir+json"
 _TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
