@@ -19,16 +19,28 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def children_of(pid: int) -> list[int]:
+    """Every child of a process: /proc lists children per thread (task), and
+    a worker started from a thread is not among the main thread's."""
+    children = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                children += [int(c) for c in handle.read().split()]
+        except FileNotFoundError:  # a thread that just ended
+            pass
+    return children
+
+
 def tree_peak_rss_mb(pid: int) -> float:
     """The peak RSS of a process plus each of its children's (worker
     processes): a sum of peaks, so an upper bound on what was resident at once."""
     total = peak_rss_mb(pid)
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            children = [int(c) for c in handle.read().split()]
-    except FileNotFoundError:
-        children = []
-    for child in children:
+    for child in children_of(pid):
         try:
             total += tree_peak_rss_mb(child)
         except FileNotFoundError:  # a worker that just exited
@@ -47,7 +59,7 @@ def _role(pid: int) -> str:
         return "resource tracker"
     if "daemon.cli" in cmd:
         return "daemon"
-    if "spawn_main" in cmd or "fhir_worker" in cmd:
+    if "spawn_main" in cmd or "worker_main" in cmd:
         return "parse worker"
     return cmd[:60]
 
@@ -55,12 +67,7 @@ def _role(pid: int) -> str:
 def tree_peak_rss_parts(pid: int) -> list[tuple[str, float]]:
     """(role, VmHWM in MB) of a process and each of its descendants."""
     parts = [(_role(pid), peak_rss_mb(pid))]
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            children = [int(c) for c in handle.read().split()]
-    except FileNotFoundError:
-        children = []
-    for child in children:
+    for child in children_of(pid):
         try:
             parts += tree_peak_rss_parts(child)
         except FileNotFoundError:  # a worker that just exited
