@@ -26,7 +26,7 @@ import aiohttp
 
 import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import start_node, tree_peak_rss_mb, tree_peak_rss_parts  # noqa: E402  (bench/ on sys.path when run as a script)
+from common import start_node, tree_peak_rss_mb, tree_peak_rss_parts  # noqa: E402  (bench/ is on sys.path)
 
 from daemon import crypto  # noqa: E402
 from tests.process import Daemon, download, set_chunk_size, upload  # noqa: E402

@@ -12,9 +12,9 @@ Wire format, both ways, all lengths unsigned 64-bit big-endian:
 
 - call: ``len(pickle)``, ``count`` of raw arguments, each raw argument's
   length, the pickle of ``(fn, args)`` with ``None`` in each raw
-  argument's place, then each raw argument's bytes. Big ``bytes``
-  arguments travel raw: no pickled copy on either side, and the reader
-  allocates each one once, at its final size.
+  argument's place, then each raw argument's bytes. Big bytes-like
+  arguments travel raw (and arrive as ``bytes``): no pickled copy on either
+  side, and the reader allocates each one once, at its final size.
 - answer: ``len(pickle)`` then the pickle of ``(ok, value)``: the result,
   or the exception the call raised.
 """
@@ -41,17 +41,25 @@ def read_length(stream) -> int:
     return LENGTH.unpack(read_exact(stream, LENGTH.size))[0]
 
 
+def _raw(arg, raw_above: int) -> memoryview | None:
+    if type(arg) in (bytes, bytearray, memoryview):
+        view = memoryview(arg).cast("B")
+        if view.nbytes >= raw_above:
+            return view
+    return None
+
+
 def write_call(stream, fn, args: tuple, raw_above: int) -> None:
-    """Writes one call; ``bytes`` arguments of ``raw_above`` bytes or more go raw."""
-    raw = [i for i, arg in enumerate(args) if type(arg) is bytes and len(arg) >= raw_above]
-    rest = list(args)
-    for i in raw:
-        rest[i] = None
+    """Writes one call. ``bytes``, ``bytearray`` or contiguous ``memoryview``
+    arguments of ``raw_above`` bytes or more go raw (and arrive as ``bytes``)."""
+    views = {i: view for i, arg in enumerate(args) if (view := _raw(arg, raw_above)) is not None}
+    raw = list(views)
+    rest = [None if i in views else arg for i, arg in enumerate(args)]
     call = pickle.dumps((fn, rest, raw), protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(LENGTH.pack(len(call)) + LENGTH.pack(len(raw)) + b"".join(LENGTH.pack(len(args[i])) for i in raw))
+    stream.write(LENGTH.pack(len(call)) + LENGTH.pack(len(raw)) + b"".join(LENGTH.pack(views[i].nbytes) for i in raw))
     stream.write(call)
     for i in raw:
-        stream.write(args[i])  # a buffered writer hands a big write straight to the pipe
+        stream.write(views[i])  # a buffered writer hands a big write straight to the pipe
     stream.flush()
 
 

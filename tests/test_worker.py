@@ -41,6 +41,8 @@ async def test_big_bytes_arrive_whole_and_answers_come_back(worker):
     assert summary == fhir.summarize(body)
     assert await worker.run(bytes.count, body, b"n") == body.count(b"n")  # a raw argument that is not the first
     assert await worker.run(len, b"small") == 5
+    assert await worker.run(fhir.summarize, bytearray(body)) == summary  # bytes-like: arrives as bytes
+    assert await worker.run(bytes.count, memoryview(body)[1:], b"n") == body.count(b"n")
 
 
 async def test_an_exception_is_raised_in_the_caller_with_the_workers_traceback(worker):
