@@ -75,6 +75,42 @@ def tree_peak_rss_parts(pid: int) -> list[tuple[str, float]]:
     return parts
 
 
+def tree_rss_mb(pid: int) -> float:
+    """VmRSS now, summed over a process and its descendants."""
+    total = 0.0
+    for p in [pid, *children_of(pid)]:
+        try:
+            with open(f"/proc/{p}/status") as handle:
+                total += next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:")) / 1024
+        except (FileNotFoundError, StopIteration):
+            pass
+    return total
+
+
+class RssSampler:
+    """Samples the tree's summed RSS every ``interval`` s on a thread: the
+    largest sum seen is a lower bound on what was resident at once (the
+    sum of peaks, ``tree_peak_rss_mb``, is the upper bound)."""
+
+    def __init__(self, pid: int, interval: float = 0.01):
+        import threading
+        self.pid, self.interval, self.max_mb = pid, interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.max_mb = max(self.max_mb, tree_rss_mb(self.pid))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 def start_node(backend_args: tuple[str, ...] = ()) -> tuple[Daemon, str, str, str]:
     """Initialises a data dir and starts a daemon; returns (daemon, data_dir, api, token)."""
     root = tempfile.mkdtemp(prefix="medvault-bench-")

@@ -26,7 +26,7 @@ import aiohttp
 
 import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import start_node, tree_peak_rss_mb, tree_peak_rss_parts  # noqa: E402  (bench/ is on sys.path)
+from common import RssSampler, start_node, tree_peak_rss_mb, tree_peak_rss_parts  # noqa: E402  (bench/ on path)
 
 from daemon import crypto  # noqa: E402
 from tests.process import Daemon, download, set_chunk_size, upload  # noqa: E402
@@ -157,7 +157,9 @@ def main() -> None:
     del data
     rss_start = tree_peak_rss_mb(daemon.proc.pid)
     parts_start = tree_peak_rss_parts(daemon.proc.pid)
+    sampler = RssSampler(daemon.proc.pid)
     try:
+        sampler.start()
         put_rate, get_rate = asyncio.run(big_round_trip(api, token, path, size))
         started = os.times()
         rate = asyncio.run(small_records(api, token, args.small, args.clients))
@@ -173,13 +175,15 @@ def main() -> None:
         rss_peak = tree_peak_rss_mb(daemon.proc.pid)
         parts_peak = tree_peak_rss_parts(daemon.proc.pid)
     finally:
+        sampler.stop()
         daemon.stop()
 
     def parts(found: list[tuple[str, float]]) -> str:
         return ", ".join(f"{role} {mb:.0f}" for role, mb in found)
 
     memory = (f"daemon peak RSS, workers included: {rss_peak:.0f} MB ({parts(parts_peak)}); "
-              f"after start {rss_start:.0f} MB ({parts(parts_start)})")
+              f"after start {rss_start:.0f} MB ({parts(parts_start)}); largest sum sampled every 10 ms "
+              f"{sampler.max_mb:.0f} MB (the processes' peaks need not coincide)")
     if args.rss_only:
         print(memory)
         print(f"load average before {load_before}, after {_load()}")
