@@ -19,21 +19,96 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def children_of(pid: int) -> list[int]:
+    """Every child of a process: /proc lists children per thread (task), and
+    a worker started from a thread is not among the main thread's."""
+    children = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                children += [int(c) for c in handle.read().split()]
+        except FileNotFoundError:  # a thread that just ended
+            pass
+    return children
+
+
 def tree_peak_rss_mb(pid: int) -> float:
     """The peak RSS of a process plus each of its children's (worker
     processes): a sum of peaks, so an upper bound on what was resident at once."""
     total = peak_rss_mb(pid)
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            children = [int(c) for c in handle.read().split()]
-    except FileNotFoundError:
-        children = []
-    for child in children:
+    for child in children_of(pid):
         try:
             total += tree_peak_rss_mb(child)
         except FileNotFoundError:  # a worker that just exited
             pass
     return total
+
+
+def _role(pid: int) -> str:
+    """What a process of the daemon's tree is, from its command line."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmd = handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return "gone"
+    if "resource_tracker" in cmd:
+        return "resource tracker"
+    if "daemon.cli" in cmd:
+        return "daemon"
+    if "spawn_main" in cmd or "worker_main" in cmd:
+        return "parse worker"
+    return cmd[:60]
+
+
+def tree_peak_rss_parts(pid: int) -> list[tuple[str, float]]:
+    """(role, VmHWM in MB) of a process and each of its descendants."""
+    parts = [(_role(pid), peak_rss_mb(pid))]
+    for child in children_of(pid):
+        try:
+            parts += tree_peak_rss_parts(child)
+        except FileNotFoundError:  # a worker that just exited
+            pass
+    return parts
+
+
+def tree_rss_mb(pid: int) -> float:
+    """VmRSS now, summed over a process and its descendants."""
+    total = 0.0
+    for p in [pid, *children_of(pid)]:
+        try:
+            with open(f"/proc/{p}/status") as handle:
+                total += next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:")) / 1024
+        except (FileNotFoundError, StopIteration):
+            pass
+    return total
+
+
+class RssSampler:
+    """Samples the tree's summed RSS every ``interval`` s on a thread: the
+    largest sum seen is a lower bound on what was resident at once (the
+    sum of peaks, ``tree_peak_rss_mb``, is the upper bound)."""
+
+    def __init__(self, pid: int, interval: float = 0.01):
+        import threading
+        self.pid, self.interval, self.max_mb = pid, interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.max_mb = max(self.max_mb, tree_rss_mb(self.pid))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 def start_node(backend_args: tuple[str, ...] = ()) -> tuple[Daemon, str, str, str]:

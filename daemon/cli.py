@@ -312,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.data_dir = getattr(args, "data_dir", None)
     local = args.command in ("init", "daemon", "gc", "reindex", "rekey")
+    if args.command == "daemon":
+        from .memory import tune_malloc
+        tune_malloc()  # before any thread starts (docs/DECISIONS.md, "Memory")
     try:
         return asyncio.run(_local_command(args) if local else _client_command(args))
     except KeyStoreError as exc:  # exit 2: the node cannot be unlocked (nothing was changed)

@@ -9,7 +9,6 @@ import sys
 from collections.abc import AsyncIterator
 
 import aiohttp
-from tqdm import tqdm
 
 from .config import DEFAULT_LISTEN
 
@@ -42,6 +41,8 @@ def resolve(data_dir: str | None) -> tuple[str, str | None]:
 
 
 def progress(total: int | None, label: str):
+    from tqdm import tqdm  # here: the daemon imports this module but never shows progress (~2 MB resident)
+
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
                 disable=not sys.stderr.isatty(), file=sys.stderr, leave=False)
 

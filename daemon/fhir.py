@@ -15,14 +15,13 @@ from __future__ import annotations
 import html
 import json
 import re
-from dataclasses import dataclass, field
 
 from indexer import dates
 
 from . import timeutil
 from .errors import InvalidRecord
-from .metadata import (MAX_CODE, MAX_CODES, MAX_DATE, MAX_IDENTIFIER, MAX_IDENTIFIERS, MAX_SUBJECT, MAX_SYSTEM,
-                       MAX_TEXT)
+from .metadata_limits import (MAX_CODE, MAX_CODES, MAX_DATE, MAX_IDENTIFIER, MAX_IDENTIFIERS, MAX_SUBJECT,
+                              MAX_SYSTEM, MAX_TEXT)  # not .metadata: the parse worker imports only this module's needs
 
 MEDIA_TYPE = "application/fhir+json"
 
@@ -61,14 +60,31 @@ _REFERENCE_FIELDS = ("subject", "patient", "beneficiary")
 _TAGS = re.compile(r"<[^>]+>")
 
 
-@dataclass
 class FhirSummary:
-    resource_type: str
-    subject: str | None = None
-    date: str | None = None
-    codes: list[tuple[str, str]] = field(default_factory=list)
-    identifiers: list[tuple[str, str]] = field(default_factory=list)
-    text: str = ""
+    """What a resource gives its record's metadata. A plain class, not a
+    dataclass: ``dataclasses`` (and ``inspect``) would be ~1.3 MB of the
+    parse worker's few."""
+
+    __slots__ = ("resource_type", "subject", "date", "codes", "identifiers", "text")
+
+    def __init__(self, resource_type: str, subject: str | None = None, date: str | None = None,
+                 codes: list[tuple[str, str]] | None = None, identifiers: list[tuple[str, str]] | None = None,
+                 text: str = ""):
+        self.resource_type = resource_type
+        self.subject = subject
+        self.date = date
+        self.codes = [] if codes is None else codes
+        self.identifiers = [] if identifiers is None else identifiers
+        self.text = text
+
+    def _fields(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other) -> bool:
+        return self._fields() == other._fields() if type(other) is FhirSummary else NotImplemented
+
+    def __repr__(self) -> str:
+        return "FhirSummary(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__) + ")"
 
 
 def _string(value) -> str | None:

@@ -12,26 +12,14 @@ import re
 
 from . import strict, timeutil
 from .cid import DAG_CBOR, Cid
+from .metadata_limits import (MAX_CODE, MAX_CODES, MAX_CONTENT_TYPE, MAX_DATE, MAX_IDENTIFIER,  # noqa: F401
+                              MAX_IDENTIFIERS, MAX_SIZE, MAX_SUBJECT, MAX_SYSTEM, MAX_TAG, MAX_TAGS, MAX_TEXT,
+                              MAX_TITLE, MAX_VERSION)
 from .strict import FieldError
 
 RECORD_ID = re.compile(r"[a-z2-7]{26}")
 MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 RECORD_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
-MAX_VERSION = 2**31 - 1
-MAX_SIZE = 2**53  # exact in every JSON number implementation
-# size >= 1: chunks are never empty, and an imported empty record made content reads fail (500)
-MAX_CONTENT_TYPE = 255
-MAX_TITLE = 500
-MAX_TAGS = 32
-MAX_TAG = 64
-MAX_SUBJECT = 200
-MAX_CODES = 1000
-MAX_SYSTEM = 200
-MAX_CODE = 100
-MAX_TEXT = 4000
-MAX_DATE = 40
-MAX_IDENTIFIERS = 100
-MAX_IDENTIFIER = 100
 FIELDS = frozenset({"record", "version", "prev", "content_type", "size", "patient", "type", "title", "tags",
                     "date", "subject", "codes", "text", "author", "created"})
 # Added after the first records were written; absent means [] (FORMAT.md).

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
-import sys
 import time
-import types
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from indexer import audit, pins, records
@@ -35,27 +31,13 @@ from .identity import Principal
 from .keystore import KeyStore
 from .manifest import Manifest, SignatureError, decode_manifest, open_metadata
 from .metrics import Metrics
-from .priority import bulk_pool, lower_priority
+from .priority import bulk_pool
 from .reader import walk
 from .space import Space
+from .worker import Worker
 
 log = logging.getLogger("medvault.vault")
 MANIFEST_CACHE = 256
-
-
-@contextmanager
-def _bare_main():
-    """A spawned worker first re-imports its parent's ``__main__``: for the
-    daemon that is all of ``daemon.cli`` (aiohttp, the index, every
-    component), ~65 MB resident for a process that only parses FHIR (~25 MB
-    with ``daemon.fhir`` alone). While a worker is being started, ``__main__``
-    is an empty module; the task function is still found by its own module."""
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
 
 
 class RecordLocks:
@@ -117,7 +99,7 @@ class Services:
         self.reconciler = None  # set by the Vault when background work starts
         self.key_storage = "unknown"  # passphrase | key-file | beside-data (set by node.open_vault)
         self._manifests: OrderedDict[Cid, Manifest] = OrderedDict()  # decoded manifests never change
-        self._processes: ProcessPoolExecutor | None = None
+        self._worker = Worker()  # its process starts on the first call (the Vault's warm-up at start)
 
     async def off_loop(self, fn, *args):
         """Runs CPU work (decoding, parsing, signing) on the pool, so the event
@@ -127,14 +109,8 @@ class Services:
     async def off_process(self, fn, *args):
         """Runs CPU work that holds the GIL throughout (``json.loads`` of a
         16 MiB body is one C call: a thread would still stop the loop for its
-        whole length) in a worker process, started on first use."""
-        loop = asyncio.get_running_loop()
-        if self._processes is None:
-            self._processes = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                                  initializer=lower_priority)
-            with _bare_main():  # the worker starts inside this first submit
-                return await loop.run_in_executor(self._processes, fn, *args)
-        return await loop.run_in_executor(self._processes, fn, *args)
+        whole length) in the worker process (``daemon.worker``)."""
+        return await self._worker.run(fn, *args)
 
     async def manifest(self, cid: Cid) -> Manifest:
         """The decoded manifest ``cid`` names, from a small LRU cache or
@@ -280,5 +256,4 @@ class Services:
 
     def close(self) -> None:
         self.cpu.shutdown(wait=True)
-        if self._processes is not None:
-            self._processes.shutdown(wait=True)
+        self._worker.close()

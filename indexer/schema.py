@@ -5,9 +5,12 @@ they go. Add new migrations at the end; never edit an applied one.
 """
 from __future__ import annotations
 
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from .sql import sqlite3
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 def _m001_initial(db: sqlite_utils.Database) -> None:
@@ -187,6 +190,12 @@ MIGRATIONS = [_m001_initial, _m002_record_authority, _m003_search, _m004_fts_sec
 def migrate(conn: sqlite3.Connection) -> int:
     """Applies pending migrations; returns the schema version now in force."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current >= len(MIGRATIONS):
+        return len(MIGRATIONS)
+    # Only a pending migration needs sqlite-utils: it imports numpy when that is
+    # installed (~24 MB resident together), for the life of the daemon.
+    import sqlite_utils
+
     db = sqlite_utils.Database(conn)
     for number, migration in enumerate(MIGRATIONS, start=1):
         if number <= current:
