@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 
-from pydantic import ValidationError
-
 from daemon.errors import BadRequest, NotFound
 
 from ..params import check_depth
@@ -95,7 +93,9 @@ def validate(resource: dict) -> str:
     if not isinstance(rtype, str) or rtype not in STORABLE:
         raise InvalidResource("resourceType names no resource type this server stores",
                               [_issue("resourceType", "unknown_type", "not a storable R4 resource type")])
-    from fhir.resources.R4B import get_fhir_model_class  # heavy: imported once, on the first write
+    # Heavy (pydantic and the models, ~5 MB resident): imported on the first /fhir write, not by every daemon.
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
     try:
         get_fhir_model_class(rtype).model_validate(resource)
     except ValidationError as error:
