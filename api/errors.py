@@ -25,7 +25,7 @@ STATUS = {
     e.BadRequest: 400, e.Unauthorized: 401, e.Forbidden: 403, e.NotFound: 404, e.Conflict: 409, e.Gone: 410,
     e.PreconditionFailed: 412,
     e.NotAcceptable: 406, e.TooLarge: 413, e.UnsupportedMediaType: 415, e.InvalidRecord: 422, e.IntegrityError: 502,
-    e.BlockNotFound: 502, e.BackendFailed: 502, e.BackendUnavailable: 503, e.QueryTimeout: 503, e.NotFoundOnNetwork: 504,
+    e.BlockNotFound: 502, e.BackendFailed: 502, e.BackendUnavailable: 503, e.QueryTimeout: 503, e.WorkerUnavailable: 503, e.NotFoundOnNetwork: 504,
     e.InsufficientStorage: 507,
 }
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",

@@ -100,6 +100,12 @@ class InsufficientStorage(VaultError):
     code = "insufficient_storage"
 
 
+class WorkerUnavailable(VaultError):
+    """The parse worker process died during a call; it is started again for the next one."""
+
+    code = "worker_unavailable"
+
+
 class QueryTimeout(VaultError):
     """An index query ran past the node's time limit and was interrupted."""
 

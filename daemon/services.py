@@ -26,7 +26,7 @@ from .blockstore.tracked import TrackedPuts
 from .cid import Cid
 from .config import Config
 from .envelope import NotForUs, open_envelope
-from .errors import Forbidden, IntegrityError, NotFound, VaultError
+from .errors import Forbidden, IntegrityError, NotFound, VaultError, WorkerUnavailable
 from .identity import Principal
 from .keystore import KeyStore
 from .manifest import Manifest, SignatureError, decode_manifest, open_metadata
@@ -34,7 +34,7 @@ from .metrics import Metrics
 from .priority import bulk_pool
 from .reader import walk
 from .space import Space
-from .worker import Worker
+from .worker import Worker, WorkerCrashed
 
 log = logging.getLogger("medvault.vault")
 MANIFEST_CACHE = 256
@@ -109,8 +109,12 @@ class Services:
     async def off_process(self, fn, *args):
         """Runs CPU work that holds the GIL throughout (``json.loads`` of a
         16 MiB body is one C call: a thread would still stop the loop for its
-        whole length) in the worker process (``daemon.worker``)."""
-        return await self._worker.run(fn, *args)
+        whole length) in the worker process (``daemon.worker``). A worker
+        that died is a 503 for this request (it starts again for the next)."""
+        try:
+            return await self._worker.run(fn, *args)
+        except WorkerCrashed:
+            raise WorkerUnavailable("the parse worker stopped; retry the request") from None
 
     async def manifest(self, cid: Cid) -> Manifest:
         """The decoded manifest ``cid`` names, from a small LRU cache or

@@ -101,3 +101,26 @@ async def test_a_fhir_body_over_a_mebibyte_is_parsed_in_the_worker_and_indexed(a
     resp = await api.client.post("/v1/records", data=b"[" * 2 * 1024 * 1024,
                                  headers={**api.auth(), "Content-Type": "application/fhir+json"})
     assert resp.status == 422 and (await resp.json())["error"]["code"] == "invalid_record"
+
+
+async def test_a_worker_killed_mid_parse_is_a_503_and_the_next_upload_works(api):
+    """A dead worker is a server-side, passing failure: 503, never a 500,
+    nothing stored, and the next big body parses in a new worker."""
+    services = api.vault.services
+    first = await api.put(big_observation(1100), "application/fhir+json")
+    real_run = services._worker.run
+
+    async def killed(fn, *args):  # the worker dies while it parses this body
+        pid = services._worker.pid
+        os.kill(pid, 9)
+        return await real_run(fn, *args)
+
+    services._worker.run = killed
+    resp = await api.client.post("/v1/records", data=big_observation(1100),
+                                 headers={**api.auth(), "Content-Type": "application/fhir+json"})
+    assert resp.status == 503 and (await resp.json())["error"]["code"] == "worker_unavailable"
+    services._worker.run = real_run
+    listed = await (await api.client.get("/v1/records", headers=api.auth())).json()
+    assert [r["id"] for r in listed["items"]] == [first["id"]]  # nothing half-written
+    again = await api.put(big_observation(1100), "application/fhir+json")
+    assert again["type"] == "Observation"
