@@ -84,6 +84,7 @@ class Admin:
         if record is not None and not operator:
             await self._access.require(caller, Action.AUDIT, record)
         readable_by = None if operator else caller.did
+        await self._s.db.flush_audit()  # reads audited a moment ago are in the chain too
         items = await self._s.db.read(lambda conn: audit.entries(
             conn, record=record, principal=principal, since=since, readable_by=readable_by, after_seq=after,
             limit=limit))

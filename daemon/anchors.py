@@ -106,6 +106,8 @@ class AuditAnchors:
         how many anchors were written."""
         s, cfg = self._s, self._s.config
         written = 0
+        if force:
+            await s.db.flush_audit()  # a clean stop anchors the reads audited a moment ago too
         async with self._lock:
             while True:
                 latest = await s.db.read(anchor_rows.latest)
@@ -169,6 +171,7 @@ class AuditAnchors:
         """The local chain recomputed, then checked against the anchors:
         ``{"ok", "count", "head", "broken_at", "anchors": {...}}``."""
         db = self._s.db
+        await db.flush_audit()
         state = await db.read_long(audit.verify_page, None)  # a page per read transaction
         while not state["done"]:
             state = await db.read_long(audit.verify_page, state)

@@ -78,6 +78,11 @@ class Config:
     def index_path(self) -> str:
         return os.path.join(self.data_dir, "index.sqlite")
 
+    @property
+    def audit_stage_path(self) -> str:
+        """Read audits on their way into the chain (indexer/audit_stage.py)."""
+        return os.path.join(self.data_dir, "audit-stage.sqlite")
+
     def validate(self) -> "Config":
         if self.backend not in ("local", "kubo", "cluster"):
             raise ValueError("backend must be local, kubo or cluster")

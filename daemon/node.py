@@ -100,7 +100,7 @@ async def open_vault(config: Config, source: KeySource | None = None, data_key: 
     data_key = data_key or unlock(config, source)
     keys = FileKeyStore(config.keys_dir, data_key)
     db = Database(config.index_path, index_key(data_key), time_limit=config.query_time_limit,
-                  cache_mb=config.index_cache_mb)
+                  cache_mb=config.index_cache_mb, stage_path=config.audit_stage_path)
     await db.start()
     metrics = Metrics()
     blocks, pinner = make_backend(config, metrics)

@@ -265,15 +265,16 @@ class Records:
         fresh = [(row["id"], row["cid"], data) for row, data in found
                  if row["cid"] not in copies and len(data) <= limit]
 
-        def commit(conn: sqlite3.Connection) -> None:
-            audit.append_many(conn, [(now, caller.did, "read", row["id"], "ok", {"version": row["version"]})
-                                     for row, _ in found])
+        def copies_changed(conn: sqlite3.Connection) -> None:
             records.keep_contents(conn, fresh)
             records.drop_contents(conn, dropped)
 
         result = render(found)
-        if found or dropped:
-            await s.db.write_relaxed(commit)
+        if found:
+            await s.db.audit_reads([(now, caller.did, "read", row["id"], "ok", {"version": row["version"]})
+                                    for row, _ in found])
+        if fresh or dropped:
+            await s.db.write_relaxed(copies_changed)
         s.metrics.records_read.inc(len(found))
         return result
 

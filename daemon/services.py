@@ -142,9 +142,9 @@ class Services:
     async def audit_access(self, actor: str | None, action: str, record: str | None, outcome: str,
                            detail: dict | None = None) -> None:
         """The audit entry of a read or a refusal, which changes no state:
-        committed before the caller is answered, fsync'd moments later
-        (``Index.write_relaxed``; docs/DECISIONS.md "Read audits")."""
-        await self.db.write_relaxed(audit.append, timeutil.now(), actor, action, record, outcome, detail)
+        committed before the caller is answered, fsync'd and chained moments
+        later (``Index.audit_reads``; docs/DECISIONS.md "Read audits")."""
+        await self.db.audit_reads([(timeutil.now(), actor, action, record, outcome, detail)])
 
     # ---- pins -----------------------------------------------------------
 

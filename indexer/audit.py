@@ -59,6 +59,18 @@ def append_many(conn: sqlite3.Connection, entries: list[tuple]) -> int:
     return seq
 
 
+def moved_upto(conn: sqlite3.Connection, generation: str) -> int:
+    """The last read audit already chained from the staging file of this
+    ``generation`` (indexer/audit_stage.py); 0 for another file."""
+    row = conn.execute("SELECT id FROM audit_moved WHERE generation = ?", (generation,)).fetchone()
+    return row[0] if row else 0
+
+
+def set_moved_upto(conn: sqlite3.Connection, generation: str, upto: int) -> None:
+    conn.execute("DELETE FROM audit_moved")
+    conn.execute("INSERT INTO audit_moved (generation, id) VALUES (?, ?)", (generation, upto))
+
+
 def rows(conn: sqlite3.Connection, first: int, last: int) -> list[dict]:
     """Entries ``first``..``last`` as stored (detail as its JSON text), in order."""
     return [dict(r) for r in conn.execute("SELECT * FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last))]

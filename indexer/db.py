@@ -33,6 +33,7 @@ it (``erased()``), so the old pages do not linger there.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -41,7 +42,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from . import schema
+from . import audit, audit_stage, schema
 from .sql import encrypt_in_place, is_plaintext, open_encrypted, sqlite3
 
 T = TypeVar("T")
@@ -51,6 +52,11 @@ _PROGRESS_STEPS = 100  # SQLite VM steps between deadline checks (microseconds o
 _SQLITE_FULL = 13
 RELAXED_SYNC_DELAY = 0.1  # seconds a relaxed commit may wait for its fsync
 _SYNC = object()  # queued by a timer: fsync what relaxed commits left in the WAL
+log = logging.getLogger("medvault.index")
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    """A durable batch's own work when all it is for is chaining staged audits."""
 
 
 class DiskFull(sqlite3.OperationalError):
@@ -115,6 +121,17 @@ class Index(ABC):
     async def flush(self) -> None:
         """Makes every commit so far durable, relaxed ones included."""
 
+    async def audit_reads(self, entries: list[tuple]) -> None:
+        """Records the audit entries of reads, views, denials and failed
+        authentications ((time, actor, action, record, outcome, detail)),
+        committed before this returns; an implementation may chain them a
+        moment later (indexer/audit_stage.py) if ``flush_audit`` chains
+        them at once."""
+        await self.write_relaxed(audit.append_many, entries)
+
+    async def flush_audit(self) -> None:
+        """Chains every audit entry recorded so far (before reading the chain)."""
+
     @abstractmethod
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
 
@@ -134,9 +151,16 @@ class Database(Index):
     """SQLite in WAL mode: the one ``Index`` implementation."""
 
     def __init__(self, path: str, key: bytes, read_threads: int = 2, time_limit: float | None = None,
-                 cache_mb: int = 2):
+                 cache_mb: int = 2, stage_path: str | None = None, migrate: Callable = schema.migrate):
         self.path = path
         self._key = key
+        self._migrate = migrate
+        # Read audits are staged in a database of their own and moved into the
+        # chain by this writer (indexer/audit_stage.py); None: chained at once.
+        self._stage = Database(stage_path, key, read_threads=1, migrate=audit_stage.migrate) if stage_path else None
+        self._stage_reader: sqlite3.Connection | None = None  # the writer thread's view of the staged entries
+        self._stage_taken: int | None = None  # the last staged id the batch just committed chained
+        self._move_timer: asyncio.TimerHandle | None = None
         self.time_limit = time_limit
         self._cache_mb = cache_mb  # the search connections' page cache; token and audit reads keep SQLite's 2 MB
         self._writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-write")
@@ -153,10 +177,17 @@ class Database(Index):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._stage is not None:
+            await self._stage.start()
+            self._stage_reader = await loop.run_in_executor(self._writer_pool, connect, self._stage.path, self._key)
+            self._stage_generation = await loop.run_in_executor(self._writer_pool, audit_stage.generation,
+                                                                self._stage_reader)
         self._wconn = await loop.run_in_executor(self._writer_pool, self._open_writer)
-        await loop.run_in_executor(self._writer_pool, schema.migrate, self._wconn)
+        await loop.run_in_executor(self._writer_pool, self._migrate, self._wconn)
         self._queue = asyncio.Queue()
         self._writer_task = asyncio.create_task(self._writer_loop(), name="db-writer")
+        if self._stage is not None:
+            await self.flush_audit()  # what a crash left staged is chained before anything else
 
     def _open_writer(self) -> sqlite3.Connection:
         if is_plaintext(self.path):  # an index from before encryption: once, before any reader opens it
@@ -177,6 +208,29 @@ class Database(Index):
     async def flush(self) -> None:
         """fsyncs what relaxed commits left in the WAL (on the writer's thread, between batches)."""
         await asyncio.get_running_loop().run_in_executor(self._writer_pool, self._sync_wal)
+
+    async def audit_reads(self, entries: list[tuple]) -> None:
+        if self._stage is None:
+            await self.write_relaxed(audit.append_many, entries)
+            return
+        await self._stage.write_relaxed(audit_stage.stage, entries)
+        if self._move_timer is None:  # chained by a durable batch within MOVE_DELAY
+            self._move_timer = asyncio.get_running_loop().call_later(audit_stage.MOVE_DELAY, self._move_soon)
+
+    def _move_soon(self) -> None:
+        self._move_timer = None
+        if self._writer_task is not None:
+            asyncio.ensure_future(self._chain_staged())
+
+    async def _chain_staged(self) -> None:
+        try:
+            await self.flush_audit()
+        except Exception:  # a full or failing disk: the next durable batch chains them
+            log.warning("staged audit entries could not be chained yet", exc_info=True)
+
+    async def flush_audit(self) -> None:
+        if self._stage is not None:
+            await self._submit(_nothing, (), True)  # every durable batch first chains what is staged
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs ``fn(conn, *args)`` in a committed, durable transaction; returns its result."""
@@ -248,6 +302,7 @@ class Database(Index):
         results: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
+            taken = self._take_staged(conn) if synchronous == "FULL" else None
             for fn, args, _, _ in batch:
                 conn.execute("SAVEPOINT op")
                 try:
@@ -267,9 +322,22 @@ class Database(Index):
             raise
         if synchronous == "FULL":
             self._unsynced_since = None  # this commit's fsync covered every earlier frame
+            self._stage_taken = taken
         elif self._unsynced_since is None:
             self._unsynced_since = time.monotonic()
         return results
+
+    def _take_staged(self, conn: sqlite3.Connection) -> int | None:
+        """Inside a durable batch, before its own work: chains the staged read
+        audits and records the last id taken; returns it (None: nothing)."""
+        if self._stage_reader is None:
+            return None
+        entries = audit_stage.pending(self._stage_reader, audit.moved_upto(conn, self._stage_generation))
+        if not entries:
+            return None
+        audit.append_many(conn, [entry[1:] for entry in entries])
+        audit.set_moved_upto(conn, self._stage_generation, entries[-1][0])
+        return entries[-1][0]
 
     def _sync_wal(self) -> None:
         """Makes relaxed commits durable: one fsync of the WAL file (what a
@@ -319,6 +387,9 @@ class Database(Index):
                     future.set_result(value)
                 else:
                     future.set_exception(value)
+            if self._stage_taken is not None:  # chained for good: the staged copies can go
+                taken, self._stage_taken = self._stage_taken, None
+                asyncio.ensure_future(self._drop_staged(taken))
             if stop:
                 await self._sync(loop)
                 return
@@ -332,6 +403,12 @@ class Database(Index):
                 elif self._sync_timer is None:
                     self._sync_timer = loop.call_later(due, self._queue.put_nowait, _SYNC)
 
+    async def _drop_staged(self, upto: int) -> None:
+        try:
+            await self._stage.write_relaxed(audit_stage.drop, upto)
+        except Exception:  # they are skipped by their id and dropped with the next ones
+            log.warning("staged audit entries already chained were not dropped yet", exc_info=True)
+
     async def _sync(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             await loop.run_in_executor(self._writer_pool, self._sync_wal)
@@ -339,6 +416,11 @@ class Database(Index):
             pass
 
     async def close(self) -> None:
+        if self._stage is not None and self._writer_task is not None:
+            await self.flush_audit()  # nothing left staged behind a clean stop
+        if self._move_timer is not None:
+            self._move_timer.cancel()
+            self._move_timer = None
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
@@ -350,5 +432,10 @@ class Database(Index):
         if self._wconn is not None:
             await loop.run_in_executor(self._writer_pool, self._wconn.close)
             self._wconn = None
+        if self._stage_reader is not None:
+            await loop.run_in_executor(self._writer_pool, self._stage_reader.close)
+            self._stage_reader = None
         for pool in (self._writer_pool, self._reader_pool, self._auth_pool, self._long_pool):
             pool.shutdown(wait=True)
+        if self._stage is not None:
+            await self._stage.close()

@@ -183,8 +183,14 @@ def _m007_resource_copies(db: sqlite_utils.Database) -> None:
     db["resource_copies"].create_index(["record_id"], if_not_exists=True)
 
 
+def _m008_audit_moved(db: sqlite_utils.Database) -> None:
+    """Issue 11: the last read audit moved from the staging database into
+    the chain (indexer/audit_stage.py), written with the moved entries."""
+    db.execute("CREATE TABLE IF NOT EXISTS audit_moved (generation TEXT NOT NULL, id INTEGER NOT NULL)")
+
+
 MIGRATIONS = [_m001_initial, _m002_record_authority, _m003_search, _m004_fts_secure_delete, _m005_audit_anchors,
-              _m006_covering_access, _m007_resource_copies]
+              _m006_covering_access, _m007_resource_copies, _m008_audit_moved]
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -362,3 +362,58 @@ async def test_relaxed_commits_are_fsynced_within_the_delay_while_the_writer_sta
     assert synced, f"no fsync of the WAL {time.monotonic() - committed:.2f} s after a relaxed commit"
     # within the delay plus the one batch that was running when it fell due
     assert synced[0] - committed <= 4 * RELAXED_SYNC_DELAY + 0.2
+
+
+async def _staged_db(tmp_path, key: bytes) -> Database:
+    db = Database(str(tmp_path / "index.sqlite"), key, stage_path=str(tmp_path / "audit-stage.sqlite"))
+    await db.start()
+    return db
+
+
+async def test_staged_read_audits_are_chained_before_the_writes_that_follow_them(tmp_path):
+    """Read audits wait in their own file (indexer/audit_stage.py) so they
+    do not reset the index's reader caches; the next durable batch chains
+    them first, so the chain keeps the order things happened in."""
+    db = await _staged_db(tmp_path, os.urandom(32))
+    try:
+        await db.audit_reads([("t1", "did:a", "read", "r1", "ok", {"version": 1})])
+        assert await db.read(audit.entries) == []  # staged, not chained yet
+        await db.write(audit.append, "t2", "did:a", "write", "r2", "ok")
+        assert [(e["action"], e["record"]) for e in await db.read(audit.entries)] == [("read", "r1"), ("write", "r2")]
+        await db.audit_reads([("t3", "did:b", "denied", "r3", "denied", None)])
+        for _ in range(100):  # chained by itself within MOVE_DELAY, no write needed
+            if len(await db.read(audit.entries)) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert [e["record"] for e in await db.read(audit.entries)] == ["r1", "r2", "r3"]
+        assert (await db.read(audit.verify))["ok"]
+    finally:
+        await db.close()
+
+
+async def test_staged_audits_are_neither_lost_nor_chained_twice_across_restarts(tmp_path):
+    key = os.urandom(32)
+    db = await _staged_db(tmp_path, key)
+    await db.audit_reads([("t1", "did:a", "read", "r1", "ok", None), ("t2", "did:a", "read", "r2", "ok", None)])
+    await db.close()  # a clean stop chains what is staged
+    stage = connect(str(tmp_path / "audit-stage.sqlite"), key)
+    # as if the daemon died after chaining them and before dropping them from the stage
+    stage.executemany("INSERT INTO staged (id, time, actor, action, record, outcome, detail)"
+                      " VALUES (?, ?, 'did:a', 'read', ?, 'ok', '{}')", [(1, "t1", "r1"), (2, "t2", "r2")])
+    stage.close()
+    db = await _staged_db(tmp_path, key)
+    try:
+        await db.audit_reads([("t3", "did:a", "read", "r3", "ok", None)])
+        await db.flush_audit()
+        assert [e["record"] for e in await db.read(audit.entries)] == ["r1", "r2", "r3"]
+    finally:
+        await db.close()
+    os.unlink(tmp_path / "audit-stage.sqlite")  # a staging file lost or replaced starts a new generation
+    db = await _staged_db(tmp_path, key)
+    try:
+        await db.audit_reads([("t4", "did:a", "read", "r4", "ok", None)])
+        await db.flush_audit()
+        assert [e["record"] for e in await db.read(audit.entries)] == ["r1", "r2", "r3", "r4"]
+        assert (await db.read(audit.verify))["ok"]
+    finally:
+        await db.close()

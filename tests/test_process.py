@@ -67,9 +67,10 @@ def test_64mib_round_trip_then_crash_mid_upload(node, tmp_path):
 
 
 def test_a_read_answered_just_before_a_crash_is_in_the_audit_after_restart(node):
-    """Read audits commit without waiting for their fsync (indexer/db.py,
-    write_relaxed): still committed before the reader is answered, so a
-    killed daemon keeps them (only a power loss within 0.1 s could not)."""
+    """Read audits are staged without waiting for their fsync
+    (indexer/audit_stage.py): still committed before the reader is
+    answered, so a killed daemon keeps them and chains them when it starts
+    again (only a power loss within 0.1 s could lose one)."""
     data_dir, _, daemon = node
     api = open(os.path.join(data_dir, "api")).read().strip()
     token = open(os.path.join(data_dir, "owner.token")).read().strip()
