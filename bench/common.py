@@ -39,13 +39,7 @@ def children_of(pid: int) -> list[int]:
 def tree_peak_rss_mb(pid: int) -> float:
     """The peak RSS of a process plus each of its children's (worker
     processes): a sum of peaks, so an upper bound on what was resident at once."""
-    total = peak_rss_mb(pid)
-    for child in children_of(pid):
-        try:
-            total += tree_peak_rss_mb(child)
-        except FileNotFoundError:  # a worker that just exited
-            pass
-    return total
+    return sum(mb for _, mb in tree_peak_rss_parts(pid))
 
 
 def _role(pid: int) -> str:
