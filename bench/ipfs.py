@@ -9,6 +9,7 @@ on the same Kubo.
 
     python bench/ipfs.py [--mib 256] [--small 2000] [--clients 16] [--latency 20] [--pins 10000]
                          [--profiles test,default,default+sync] [--no-cluster]
+                         [--only kubo,latency,reconciler] [--crdt-batching SIZE/AGE|off]
 """
 from __future__ import annotations
 
@@ -122,7 +123,7 @@ async def pin_latency(topology: Topology, count: int) -> None:
         daemon.stop()
 
 
-async def reconciler_time(topology: Topology, count: int, give_up: float = 600) -> None:
+async def reconciler_time(topology: Topology, count: int, give_up: float = 600, trace: bool = False) -> None:
     peer = topology.peers[1]
     rpc = KuboRpc(peer.kubo.api_url)
     store, pinner = KuboBlockStore(rpc), ClusterPinner(ClusterRest(peer.api_url))
@@ -141,9 +142,13 @@ async def reconciler_time(topology: Topology, count: int, give_up: float = 600) 
         reconciler = Reconciler(db, pinner, batch=1000, verify_interval=3600, interval=0.5)
         started, passes, submitted = time.perf_counter(), 0, None
         while True:
-            await reconciler.pass_once()
+            pass_started = time.perf_counter()
+            outcome = await reconciler.pass_once()
             passes += 1
             counts = await db.read(pins.counts)
+            if trace:
+                print(f"  pass {passes} at {pass_started - started:6.1f} s took {time.perf_counter() - pass_started:5.1f} s:"
+                      f" due {outcome.get('due')}, now {dict(sorted(counts.items()))}", flush=True)
             if submitted is None and not counts.get("queued"):
                 submitted = time.perf_counter() - started
             if set(counts) == {"pinned"}:
@@ -177,18 +182,38 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--profiles", default=",".join(PROFILES))
     parser.add_argument("--no-cluster", action="store_true")
+    parser.add_argument("--only", default="kubo,latency,reconciler",
+                        help="which figures: kubo (the Kubo profiles), latency, reconciler")
+    parser.add_argument("--trace", action="store_true", help="print each reconciler pass")
+    parser.add_argument("--crdt-batching", default=None,
+                        help="the Cluster's crdt batching as SIZE/AGE (e.g. 500/200ms), or off; "
+                             "default: the fixture's")
     args = parser.parse_args()
-    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1 and 5 min) on {os.cpu_count()} cores")
-    for label in args.profiles.split(","):
-        kubo_figures(label, args.mib, args.small, args.clients)
-    if args.no_cluster:
+    only = set(args.only.split(","))
+    load = os.getloadavg()
+    print(f"load: {load[0]:.2f} {load[1]:.2f} (1 and 5 min) on {os.cpu_count()} cores")
+    if "kubo" in only:
+        for label in args.profiles.split(","):
+            kubo_figures(label, args.mib, args.small, args.clients)
+    if args.no_cluster or not only & {"latency", "reconciler"}:
         return
-    topology = Topology(tempfile.mkdtemp(prefix="medvault-bench-cluster-")).start()
+    kwargs = {}
+    if args.crdt_batching == "off":
+        kwargs["batching"] = {"max_batch_size": 0, "max_batch_age": "0s"}
+    elif args.crdt_batching:
+        size, age = args.crdt_batching.split("/")
+        kwargs["batching"] = {"max_batch_size": int(size), "max_batch_age": age}
+    topology = Topology(tempfile.mkdtemp(prefix="medvault-bench-cluster-"), **kwargs).start()
     try:
-        asyncio.run(pin_latency(topology, args.latency))
-        asyncio.run(reconciler_time(topology, args.pins))
+        print("crdt batching:", kwargs.get("batching", "the fixture's"))
+        if "latency" in only:
+            asyncio.run(pin_latency(topology, args.latency))
+        if "reconciler" in only:
+            asyncio.run(reconciler_time(topology, args.pins, trace=args.trace))
     finally:
         topology.stop()
+        load = os.getloadavg()
+        print(f"load at the end: {load[0]:.2f} {load[1]:.2f} (1 and 5 min)")
 
 
 if __name__ == "__main__":

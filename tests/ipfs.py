@@ -206,10 +206,15 @@ CLUSTER_TOPOLOGY_ENV = ("CLUSTER_SECRET", "CLUSTER_PEERNAME", "CLUSTER_LISTENMUL
                         "CLUSTER_MDNSINTERVAL", "CLUSTER_MONITORPINGINTERVAL", "CLUSTER_PEERADDRESSES")
 
 
+# crdt batching (consensus.crdt.batching): None keeps Cluster's default (off:
+# one crdt delta, DAG node and pubsub broadcast per pin). Set in service.json.
+CRDT_BATCHING: dict | None = None
+
+
 class ClusterPeer(Process):
     """``ipfs-cluster-service daemon`` (crdt) bound to one Kubo, ports fixed so it can restart."""
 
-    def __init__(self, root: str, name: str, kubo: Kubo, secret: str):
+    def __init__(self, root: str, name: str, kubo: Kubo, secret: str, batching: dict | None = CRDT_BATCHING):
         self.path = os.path.join(root, name)
         super().__init__(self.path + ".log")
         self.name = name
@@ -238,6 +243,8 @@ class ClusterPeer(Process):
             config = json.load(handle)
         for unused in ("ipfsproxy", "pinsvcapi"):  # medvault talks to the REST API only
             config["api"].pop(unused, None)
+        if batching:
+            config["consensus"]["crdt"]["batching"].update(batching)
         with open(service, "w") as handle:
             json.dump(config, handle, indent=2)
         with open(os.path.join(self.path, "identity.json")) as handle:
@@ -261,10 +268,11 @@ class ClusterPeer(Process):
 class Topology:
     """Three Kubo + three Cluster peers, the standard replication topology."""
 
-    def __init__(self, root: str, size: int = TOPOLOGY_SIZE):
+    def __init__(self, root: str, size: int = TOPOLOGY_SIZE, batching: dict | None = CRDT_BATCHING):
         self.secret = secrets.token_hex(32)
         self.kubos = [Kubo(root, f"kubo{i}") for i in range(size)]
-        self.peers = [ClusterPeer(root, f"cluster{i}", k, self.secret) for i, k in enumerate(self.kubos)]
+        self.peers = [ClusterPeer(root, f"cluster{i}", k, self.secret, batching)
+                      for i, k in enumerate(self.kubos)]
         for peer in self.peers:  # no DHT or mDNS on loopback: every peer learns the others' addresses
             peer.env["CLUSTER_PEERADDRESSES"] = ",".join(p.address for p in self.peers if p is not peer)
             assert set(CLUSTER_TOPOLOGY_ENV) <= set(peer.env)
