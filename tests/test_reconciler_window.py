@@ -170,3 +170,19 @@ def test_short_of_replication_min_is_pinning_while_a_peer_is_still_pinning():
     assert classify(PinStatus(1, {"a": "pinned", "b": "cluster_error", "c": "remote"}, None), 2) == "degraded"
     assert classify(PinStatus(1, {"a": "pinned", "b": "pin_error", "c": "remote"}, "boom"), 2) == "degraded"
     assert classify(PinStatus(2, {"a": "pinned", "b": "pinned", "c": "pin_queued"}, None), 2) == "pinned"
+
+
+async def test_pins_only_being_watched_come_longest_overdue_first(db):
+    older = [Block.raw(os.urandom(64)).cid for _ in range(5)]  # submitted first, due for a check long ago
+    newer = [Block.raw(os.urandom(64)).cid for _ in range(5)]  # submitted last, due just now
+    now = timeutil.now()
+
+    def seed(conn):
+        for cid in older:
+            pins.want(conn, str(cid), None, "manifest", 2, 3, "2026-01-01T00:00:00Z", status="pinning", next_attempt=10)
+        for cid in newer:
+            pins.want(conn, str(cid), None, "manifest", 2, 3, now, status="pinning", next_attempt=20)
+
+    await db.write(seed)
+    due = await db.read(pins.due, 1e12, 5)
+    assert {r["cid"] for r in due} == {str(c) for c in older}
