@@ -206,9 +206,13 @@ CLUSTER_TOPOLOGY_ENV = ("CLUSTER_SECRET", "CLUSTER_PEERNAME", "CLUSTER_LISTENMUL
                         "CLUSTER_MDNSINTERVAL", "CLUSTER_MONITORPINGINTERVAL", "CLUSTER_PEERADDRESSES")
 
 
-# crdt batching (consensus.crdt.batching): None keeps Cluster's default (off:
-# one crdt delta, DAG node and pubsub broadcast per pin). Set in service.json.
-CRDT_BATCHING: dict | None = None
+# crdt batching (consensus.crdt.batching), set in service.json. Cluster's
+# default is off: one crdt delta, DAG node and pubsub broadcast per pin, each
+# POST /pins waiting for its own. Batched, a POST returns once queued and a
+# delta carries up to max_batch_size pins or what arrived within max_batch_age
+# (docs/DECISIONS.md: the numbers and what they gained).
+# compose/docker-compose.yml sets the same through CLUSTER_CRDT_BATCHING_*.
+CRDT_BATCHING: dict | None = {"max_batch_size": 1000, "max_batch_age": "100ms"}
 
 
 class ClusterPeer(Process):
