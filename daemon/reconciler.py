@@ -147,12 +147,13 @@ class Reconciler:
                      or (j["status"] == "pinning" and j["attempts"] >= STUCK_CHECKS)]
         submitted = await self._bounded(to_submit, submit)
         failed = {job["cid"]: exc for job, exc in submitted if exc}
-        # A new pin the Cluster just accepted is in progress: reading its status back at once
-        # cost a status listing per pass and told nothing (with crdt batching it is not even in
-        # the shared state until its batch commits). It is first checked FIRST_CHECK_DELAY after
-        # its window ends. Degraded, failed and stuck pins are still read back in the same pass.
-        accepted = {job["cid"] for job, exc in submitted
-                    if exc is None and job["status"] == "queued"} if self.pinner.settles_later else set()
+        # A pin the Cluster just accepted is in progress: reading its status back at once cost
+        # a status listing per pass and told nothing new. With crdt batching it was worse than
+        # useless: the pin (or a re-submission) is not in the shared state until its batch
+        # commits, so the read-back saw the state before it (a re-submitted degraded pin was
+        # recorded pinned, then its peers re-queued it). It is first checked FIRST_CHECK_DELAY
+        # after its window ends; attempts are carried, so one that fails again backs off further.
+        accepted = {job["cid"] for job, exc in submitted if exc is None} if self.pinner.settles_later else set()
         accepted_at = time.time()
         removed = await self._bounded(removals, lambda job: self.pinner.unpin(Cid.parse(job["cid"])))
         check = [Cid.parse(j["cid"]) for j in wanted if j["cid"] not in failed and j["cid"] not in accepted]

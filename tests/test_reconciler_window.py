@@ -164,6 +164,17 @@ async def test_a_pin_just_accepted_is_pinning_without_reading_it_back_and_a_lost
     assert {(r["status"], r["attempts"]) for r in (await _rows(db)).values()} == {("pinning", 1)}
 
 
+async def test_a_degraded_pin_resubmitted_is_read_back_only_after_the_first_check_delay(db):
+    cids = [Block.raw(os.urandom(64)).cid for _ in range(3)]
+    await _want(db, cids, status="degraded")
+    await db.write(lambda c: c.execute("UPDATE pins SET attempts = 2, replicas = 1"))
+    pinner = _Accepting()
+    await Reconciler(db, pinner).pass_once()
+    assert len(pinner.submitted) == 3 and pinner.asked == []  # the re-submission may not be committed yet
+    rows = await _rows(db)
+    assert {(r["status"], r["attempts"], r["replicas"]) for r in rows.values()} == {("pinning", 2, 1)}
+
+
 def test_short_of_replication_min_is_pinning_while_a_peer_is_still_pinning():
     assert classify(PinStatus(1, {"a": "pinned", "b": "pin_queued", "c": "remote"}, None), 2) == "pinning"
     assert classify(PinStatus(1, {"a": "pinned", "b": "pinning", "c": "remote"}, None), 2) == "pinning"
