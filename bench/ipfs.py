@@ -9,7 +9,7 @@ on the same Kubo.
 
     python bench/ipfs.py [--mib 256] [--small 2000] [--clients 16] [--latency 20] [--pins 10000]
                          [--profiles test,default,default+sync] [--no-cluster]
-                         [--only kubo,latency,reconciler] [--crdt-batching SIZE/AGE|off]
+                         [--only kubo,latency,reconciler] [--crdt-batching SIZE/AGE|off] [--trace] [--window 16]
 """
 from __future__ import annotations
 
@@ -123,7 +123,8 @@ async def pin_latency(topology: Topology, count: int) -> None:
         daemon.stop()
 
 
-async def reconciler_time(topology: Topology, count: int, give_up: float = 600, trace: bool = False) -> None:
+async def reconciler_time(topology: Topology, count: int, give_up: float = 600, trace: bool = False,
+                          window: int = 16) -> None:
     peer = topology.peers[1]
     rpc = KuboRpc(peer.kubo.api_url)
     store, pinner = KuboBlockStore(rpc), ClusterPinner(ClusterRest(peer.api_url))
@@ -139,7 +140,7 @@ async def reconciler_time(topology: Topology, count: int, give_up: float = 600, 
                 pins.want(conn, str(block.cid), None, "manifest", 2, 3, now)
 
         await db.write(seed)
-        reconciler = Reconciler(db, pinner, batch=1000, verify_interval=3600, interval=0.5)
+        reconciler = Reconciler(db, pinner, batch=1000, verify_interval=3600, interval=0.5, concurrency=window)
         started, passes, submitted = time.perf_counter(), 0, None
         while True:
             pass_started = time.perf_counter()
@@ -185,6 +186,7 @@ def main() -> None:
     parser.add_argument("--only", default="kubo,latency,reconciler",
                         help="which figures: kubo (the Kubo profiles), latency, reconciler")
     parser.add_argument("--trace", action="store_true", help="print each reconciler pass")
+    parser.add_argument("--window", type=int, default=16, help="the reconciler's pin submissions in flight")
     parser.add_argument("--crdt-batching", default=None,
                         help="the Cluster's crdt batching as SIZE/AGE (e.g. 500/200ms), or off; "
                              "default: the fixture's")
@@ -209,7 +211,7 @@ def main() -> None:
         if "latency" in only:
             asyncio.run(pin_latency(topology, args.latency))
         if "reconciler" in only:
-            asyncio.run(reconciler_time(topology, args.pins, trace=args.trace))
+            asyncio.run(reconciler_time(topology, args.pins, trace=args.trace, window=args.window))
     finally:
         topology.stop()
         load = os.getloadavg()
