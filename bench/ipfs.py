@@ -95,6 +95,13 @@ def kubo_figures(label: str, mib: int, small: int, clients: int) -> None:
         kubo.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (/proc; the machine's load does not inflate it)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def kubo_bin() -> str:
     from tests.ipfs import binary
     return binary("ipfs")
@@ -141,6 +148,8 @@ async def reconciler_time(topology: Topology, count: int, give_up: float = 600, 
 
         await db.write(seed)
         reconciler = Reconciler(db, pinner, batch=1000, verify_interval=3600, interval=0.5, concurrency=window)
+        processes = [*topology.kubos, *topology.peers]
+        cpu_before = [cpu_seconds(p.proc.pid) for p in processes]
         started, passes, submitted = time.perf_counter(), 0, None
         while True:
             pass_started = time.perf_counter()
@@ -159,6 +168,7 @@ async def reconciler_time(topology: Topology, count: int, give_up: float = 600, 
                 return
             await asyncio.sleep(0.2)
         settle = time.perf_counter() - started
+        cpu = [cpu_seconds(p.proc.pid) - before for p, before in zip(processes, cpu_before)]
         await db.write(lambda c: c.execute("UPDATE pins SET next_attempt = 0"))
         started = time.perf_counter()
         while await db.read(lambda c: c.execute("SELECT COUNT(*) FROM pins WHERE next_attempt <= ?",
@@ -168,6 +178,8 @@ async def reconciler_time(topology: Topology, count: int, give_up: float = 600, 
         print(f"reconciler, {count} new pins submitted to the cluster: {submitted:.1f} s")
         print(f"reconciler, {count} new pins to 'pinned': {settle:.1f} s ({passes} passes); "
               f"re-verifying {count} pinned: {verify:.1f} s")
+        print(f"CPU until all pinned: Kubo {sum(cpu[:3]):.1f} s, Cluster {sum(cpu[3:]):.1f} s "
+              f"({sum(cpu) / count * 1000:.1f} ms a pin, the three peers together)")
     finally:
         await db.close()
         await pinner.close()
