@@ -1,10 +1,13 @@
 """The pin reconciler: the index says what should be pinned and at what
 replication; this loop makes the backend agree and records what it saw.
 
-Each pass takes the jobs whose time has come, newest first: pending unpins
+Each pass takes the jobs whose time has come (those needing an action newest
+first, then pins only being watched, longest overdue first): pending unpins
 are carried out; pins not yet confirmed are (re)submitted — a degraded pin is
 re-submitted so the Cluster re-allocates it, a failed one is recovered —
-and then every due pin's status is read back in one batch. Failures back off
+and then every due pin's status is read back in one batch, except those a
+Cluster has just accepted (first checked a moment later: with crdt batching
+they are not in its shared state yet). Failures back off
 exponentially with jitter; confirmed pins are re-checked every
 ``verify_interval`` so a lost peer shows up as ``degraded``. ``attempts``
 counts consecutive failures, or for a pin in progress, consecutive checks. All state lives
