@@ -9,6 +9,7 @@ on the same Kubo.
 
     python bench/ipfs.py [--mib 256] [--small 2000] [--clients 16] [--latency 20] [--pins 10000]
                          [--profiles test,default,default+sync] [--no-cluster]
+                         [--only kubo,latency,reconciler] [--crdt-batching SIZE/AGE|off] [--trace] [--window 16]
 """
 from __future__ import annotations
 
@@ -94,6 +95,13 @@ def kubo_figures(label: str, mib: int, small: int, clients: int) -> None:
         kubo.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (/proc; the machine's load does not inflate it)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def kubo_bin() -> str:
     from tests.ipfs import binary
     return binary("ipfs")
@@ -122,7 +130,8 @@ async def pin_latency(topology: Topology, count: int) -> None:
         daemon.stop()
 
 
-async def reconciler_time(topology: Topology, count: int, give_up: float = 600) -> None:
+async def reconciler_time(topology: Topology, count: int, give_up: float = 600, trace: bool = False,
+                          window: int = 16) -> None:
     peer = topology.peers[1]
     rpc = KuboRpc(peer.kubo.api_url)
     store, pinner = KuboBlockStore(rpc), ClusterPinner(ClusterRest(peer.api_url))
@@ -138,12 +147,18 @@ async def reconciler_time(topology: Topology, count: int, give_up: float = 600) 
                 pins.want(conn, str(block.cid), None, "manifest", 2, 3, now)
 
         await db.write(seed)
-        reconciler = Reconciler(db, pinner, batch=1000, verify_interval=3600, interval=0.5)
+        reconciler = Reconciler(db, pinner, batch=1000, verify_interval=3600, interval=0.5, concurrency=window)
+        processes = [*topology.kubos, *topology.peers]
+        cpu_before = [cpu_seconds(p.proc.pid) for p in processes]
         started, passes, submitted = time.perf_counter(), 0, None
         while True:
-            await reconciler.pass_once()
+            pass_started = time.perf_counter()
+            outcome = await reconciler.pass_once()
             passes += 1
             counts = await db.read(pins.counts)
+            if trace:
+                print(f"  pass {passes} at {pass_started - started:6.1f} s took {time.perf_counter() - pass_started:5.1f} s:"
+                      f" due {outcome.get('due')}, now {dict(sorted(counts.items()))}", flush=True)
             if submitted is None and not counts.get("queued"):
                 submitted = time.perf_counter() - started
             if set(counts) == {"pinned"}:
@@ -153,6 +168,7 @@ async def reconciler_time(topology: Topology, count: int, give_up: float = 600) 
                 return
             await asyncio.sleep(0.2)
         settle = time.perf_counter() - started
+        cpu = [cpu_seconds(p.proc.pid) - before for p, before in zip(processes, cpu_before)]
         await db.write(lambda c: c.execute("UPDATE pins SET next_attempt = 0"))
         started = time.perf_counter()
         while await db.read(lambda c: c.execute("SELECT COUNT(*) FROM pins WHERE next_attempt <= ?",
@@ -162,6 +178,8 @@ async def reconciler_time(topology: Topology, count: int, give_up: float = 600) 
         print(f"reconciler, {count} new pins submitted to the cluster: {submitted:.1f} s")
         print(f"reconciler, {count} new pins to 'pinned': {settle:.1f} s ({passes} passes); "
               f"re-verifying {count} pinned: {verify:.1f} s")
+        print(f"CPU until all pinned: Kubo {sum(cpu[:3]):.1f} s, Cluster {sum(cpu[3:]):.1f} s "
+              f"({sum(cpu) / count * 1000:.1f} ms a pin, the three peers together)")
     finally:
         await db.close()
         await pinner.close()
@@ -177,18 +195,39 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--profiles", default=",".join(PROFILES))
     parser.add_argument("--no-cluster", action="store_true")
+    parser.add_argument("--only", default="kubo,latency,reconciler",
+                        help="which figures: kubo (the Kubo profiles), latency, reconciler")
+    parser.add_argument("--trace", action="store_true", help="print each reconciler pass")
+    parser.add_argument("--window", type=int, default=16, help="the reconciler's pin submissions in flight")
+    parser.add_argument("--crdt-batching", default=None,
+                        help="the Cluster's crdt batching as SIZE/AGE (e.g. 500/200ms), or off; "
+                             "default: the fixture's")
     args = parser.parse_args()
-    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1 and 5 min) on {os.cpu_count()} cores")
-    for label in args.profiles.split(","):
-        kubo_figures(label, args.mib, args.small, args.clients)
-    if args.no_cluster:
+    only = set(args.only.split(","))
+    load = os.getloadavg()
+    print(f"load: {load[0]:.2f} {load[1]:.2f} (1 and 5 min) on {os.cpu_count()} cores")
+    if "kubo" in only:
+        for label in args.profiles.split(","):
+            kubo_figures(label, args.mib, args.small, args.clients)
+    if args.no_cluster or not only & {"latency", "reconciler"}:
         return
-    topology = Topology(tempfile.mkdtemp(prefix="medvault-bench-cluster-")).start()
+    kwargs = {}
+    if args.crdt_batching == "off":
+        kwargs["batching"] = {"max_batch_size": 0, "max_batch_age": "0s"}
+    elif args.crdt_batching:
+        size, age = args.crdt_batching.split("/")
+        kwargs["batching"] = {"max_batch_size": int(size), "max_batch_age": age}
+    topology = Topology(tempfile.mkdtemp(prefix="medvault-bench-cluster-"), **kwargs).start()
     try:
-        asyncio.run(pin_latency(topology, args.latency))
-        asyncio.run(reconciler_time(topology, args.pins))
+        print("crdt batching:", kwargs.get("batching", "the fixture's"))
+        if "latency" in only:
+            asyncio.run(pin_latency(topology, args.latency))
+        if "reconciler" in only:
+            asyncio.run(reconciler_time(topology, args.pins, trace=args.trace, window=args.window))
     finally:
         topology.stop()
+        load = os.getloadavg()
+        print(f"load at the end: {load[0]:.2f} {load[1]:.2f} (1 and 5 min)")
 
 
 if __name__ == "__main__":

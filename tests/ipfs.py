@@ -206,10 +206,19 @@ CLUSTER_TOPOLOGY_ENV = ("CLUSTER_SECRET", "CLUSTER_PEERNAME", "CLUSTER_LISTENMUL
                         "CLUSTER_MDNSINTERVAL", "CLUSTER_MONITORPINGINTERVAL", "CLUSTER_PEERADDRESSES")
 
 
+# crdt batching (consensus.crdt.batching), set in service.json. Cluster's
+# default is off: one crdt delta, DAG node and pubsub broadcast per pin, each
+# POST /pins waiting for its own. Batched, a POST returns once queued and a
+# delta carries up to max_batch_size pins or what arrived within max_batch_age
+# (docs/DECISIONS.md: the numbers and what they gained).
+# compose/docker-compose.yml sets the same through CLUSTER_CRDT_BATCHING_*.
+CRDT_BATCHING: dict | None = {"max_batch_size": 1000, "max_batch_age": "100ms"}
+
+
 class ClusterPeer(Process):
     """``ipfs-cluster-service daemon`` (crdt) bound to one Kubo, ports fixed so it can restart."""
 
-    def __init__(self, root: str, name: str, kubo: Kubo, secret: str):
+    def __init__(self, root: str, name: str, kubo: Kubo, secret: str, batching: dict | None = CRDT_BATCHING):
         self.path = os.path.join(root, name)
         super().__init__(self.path + ".log")
         self.name = name
@@ -238,6 +247,8 @@ class ClusterPeer(Process):
             config = json.load(handle)
         for unused in ("ipfsproxy", "pinsvcapi"):  # medvault talks to the REST API only
             config["api"].pop(unused, None)
+        if batching:
+            config["consensus"]["crdt"]["batching"].update(batching)
         with open(service, "w") as handle:
             json.dump(config, handle, indent=2)
         with open(os.path.join(self.path, "identity.json")) as handle:
@@ -261,10 +272,11 @@ class ClusterPeer(Process):
 class Topology:
     """Three Kubo + three Cluster peers, the standard replication topology."""
 
-    def __init__(self, root: str, size: int = TOPOLOGY_SIZE):
+    def __init__(self, root: str, size: int = TOPOLOGY_SIZE, batching: dict | None = CRDT_BATCHING):
         self.secret = secrets.token_hex(32)
         self.kubos = [Kubo(root, f"kubo{i}") for i in range(size)]
-        self.peers = [ClusterPeer(root, f"cluster{i}", k, self.secret) for i, k in enumerate(self.kubos)]
+        self.peers = [ClusterPeer(root, f"cluster{i}", k, self.secret, batching)
+                      for i, k in enumerate(self.kubos)]
         for peer in self.peers:  # no DHT or mDNS on loopback: every peer learns the others' addresses
             peer.env["CLUSTER_PEERADDRESSES"] = ",".join(p.address for p in self.peers if p is not peer)
             assert set(CLUSTER_TOPOLOGY_ENV) <= set(peer.env)

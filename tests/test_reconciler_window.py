@@ -8,10 +8,11 @@ import pytest
 
 from daemon import timeutil
 from daemon.blocks import Block
+from daemon.blockstore.base import Pinner, PinStatus
 from daemon.blockstore.cluster import ClusterPinner, ClusterRest
 from daemon.blockstore.kubo import KuboBlockStore, KuboRpc
 from daemon.errors import BackendUnavailable
-from daemon.reconciler import Reconciler
+from daemon.reconciler import Reconciler, classify
 from indexer import pins
 
 from .ipfs import free_port
@@ -118,3 +119,81 @@ async def test_jobs_that_need_an_action_come_before_pins_only_being_watched(db):
     due = await db.read(pins.due, 1e12, 5)
     assert {r["cid"] for r in due} == {str(c) for c in waiting}
     assert await db.read(pins.population) == 10
+
+
+class _Accepting(Pinner):
+    """A pinner like the Cluster's: pin() returns once accepted; status says nothing is held yet."""
+
+    name = "accepting"
+    max_replicas = 3
+    settles_later = True
+
+    def __init__(self):
+        self.submitted: list = []
+        self.asked: list = []
+
+    async def pin(self, cid, replication_min, replication_max):
+        self.submitted.append(cid)
+
+    async def unpin(self, cid):
+        pass
+
+    async def status(self, cid):
+        self.asked.append(cid)
+        return PinStatus(0, {"a": "unpinned", "b": "unpinned"}, None)
+
+
+async def test_a_pin_just_accepted_is_pinning_without_reading_it_back_and_a_lost_one_is_resubmitted(db):
+    cids = [Block.raw(os.urandom(64)).cid for _ in range(20)]
+    await _want(db, cids)
+    pinner = _Accepting()
+    reconciler = Reconciler(db, pinner)
+    await reconciler.pass_once()
+    assert len(pinner.submitted) == 20 and pinner.asked == []  # no status read in the submitting pass
+    rows = await _rows(db)
+    assert {(r["status"], r["attempts"], r["error"]) for r in rows.values()} == {("pinning", 0, None)}
+    assert all(r["next_attempt"] > 0 for r in rows.values())
+    await db.write(lambda c: c.execute("UPDATE pins SET next_attempt = 0"))
+    await reconciler.pass_once()  # first check: the Cluster holds nothing and is doing nothing: lost
+    assert len(pinner.asked) == 20 and len(pinner.submitted) == 20
+    rows = await _rows(db)
+    assert {(r["status"], r["attempts"]) for r in rows.values()} == {("queued", 1)}
+    await db.write(lambda c: c.execute("UPDATE pins SET next_attempt = 0"))
+    await reconciler.pass_once()  # submitted again, and still backing off if it is lost again
+    assert len(pinner.submitted) == 40
+    assert {(r["status"], r["attempts"]) for r in (await _rows(db)).values()} == {("pinning", 1)}
+
+
+async def test_a_degraded_pin_resubmitted_is_read_back_only_after_the_first_check_delay(db):
+    cids = [Block.raw(os.urandom(64)).cid for _ in range(3)]
+    await _want(db, cids, status="degraded")
+    await db.write(lambda c: c.execute("UPDATE pins SET attempts = 2, replicas = 1"))
+    pinner = _Accepting()
+    await Reconciler(db, pinner).pass_once()
+    assert len(pinner.submitted) == 3 and pinner.asked == []  # the re-submission may not be committed yet
+    rows = await _rows(db)
+    assert {(r["status"], r["attempts"], r["replicas"]) for r in rows.values()} == {("pinning", 2, 1)}
+
+
+def test_short_of_replication_min_is_pinning_while_a_peer_is_still_pinning():
+    assert classify(PinStatus(1, {"a": "pinned", "b": "pin_queued", "c": "remote"}, None), 2) == "pinning"
+    assert classify(PinStatus(1, {"a": "pinned", "b": "pinning", "c": "remote"}, None), 2) == "pinning"
+    assert classify(PinStatus(1, {"a": "pinned", "b": "cluster_error", "c": "remote"}, None), 2) == "degraded"
+    assert classify(PinStatus(1, {"a": "pinned", "b": "pin_error", "c": "remote"}, "boom"), 2) == "degraded"
+    assert classify(PinStatus(2, {"a": "pinned", "b": "pinned", "c": "pin_queued"}, None), 2) == "pinned"
+
+
+async def test_pins_only_being_watched_come_longest_overdue_first(db):
+    older = [Block.raw(os.urandom(64)).cid for _ in range(5)]  # submitted first, due for a check long ago
+    newer = [Block.raw(os.urandom(64)).cid for _ in range(5)]  # submitted last, due just now
+    now = timeutil.now()
+
+    def seed(conn):
+        for cid in older:
+            pins.want(conn, str(cid), None, "manifest", 2, 3, "2026-01-01T00:00:00Z", status="pinning", next_attempt=10)
+        for cid in newer:
+            pins.want(conn, str(cid), None, "manifest", 2, 3, now, status="pinning", next_attempt=20)
+
+    await db.write(seed)
+    due = await db.read(pins.due, 1e12, 5)
+    assert {r["cid"] for r in due} == {str(c) for c in older}

@@ -91,6 +91,7 @@ class Pinner(ABC):
     name: str = "abstract"
     max_replicas: int = 1
     pinned_on_protect: bool = False  # protect() already pins all a record needs
+    settles_later: bool = False  # pin() returns once accepted, before any copy is held (Cluster)
 
     @abstractmethod
     async def pin(self, cid: Cid, replication_min: int, replication_max: int) -> None:

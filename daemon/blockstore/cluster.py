@@ -70,6 +70,7 @@ def _pin_status(info: dict) -> PinStatus:
 class ClusterPinner(Pinner):
     name = "cluster"
     max_replicas = 1_000_000  # the cluster decides; replication-min is the bar
+    settles_later = True
 
     def __init__(self, rest: ClusterRest):
         self.rest = rest
