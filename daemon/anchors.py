@@ -1,7 +1,7 @@
 """Anchoring the audit chain outside the index, and verifying it against
 the anchors (a Vault component).
 
-Every ``audit_anchor_every`` entries, or once the oldest unanchored entry is
+Once ``audit_anchor_every`` entries wait, or once the oldest unanchored entry is
 ``audit_anchor_minutes`` old, the next segment of the chain is written as an
 anchor block (daemon/audit_anchor.py: signed by the node, sealed to the
 owner, linked to the previous anchor) and pinned like a record: its pin job
@@ -34,7 +34,7 @@ from indexer import anchors as anchor_rows, audit
 from indexer.sql import sqlite3
 
 from . import timeutil
-from .audit_anchor import SEGMENT_BYTES, Anchor, build_anchor, follows, open_anchor, row_entry
+from .audit_anchor import MAX_ENTRIES, SEGMENT_BYTES, Anchor, build_anchor, follows, open_anchor, row_entry
 from .blocks import FormatError
 from .cid import Cid
 from .errors import VaultError
@@ -101,8 +101,9 @@ class AuditAnchors:
     # ---- writing --------------------------------------------------------
 
     async def anchor_due(self, force: bool = False) -> int:
-        """Anchors what is due (``force``: everything not yet anchored), a
-        segment of at most ``audit_anchor_every`` entries per block; returns
+        """Anchors what is due (``force``: everything not yet anchored): once
+        ``audit_anchor_every`` entries wait (or the oldest is old), all that
+        wait, at most MAX_ENTRIES (and a block's size) per anchor; returns
         how many anchors were written."""
         s, cfg = self._s, self._s.config
         written = 0
@@ -112,7 +113,10 @@ class AuditAnchors:
             while True:
                 latest = await s.db.read(anchor_rows.latest)
                 after, prev_head = (latest["last_seq"], latest["head"]) if latest else (0, audit.GENESIS)
-                rows = await s.db.read(audit.rows, after + 1, after + cfg.audit_anchor_every)
+                # Everything due goes into one anchor (up to the block's limits), not
+                # segments of audit_anchor_every: a burst of reads is a few anchors,
+                # each a block sync and a durable commit, not dozens.
+                rows = await s.db.read(audit.rows, after + 1, after + MAX_ENTRIES)
                 if not rows or not (force or len(rows) >= cfg.audit_anchor_every or self._old(rows[0])):
                     return written
                 rows = _segment(rows)

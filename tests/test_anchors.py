@@ -85,8 +85,20 @@ async def anchored(node_api):
     api = await node_api("anchored", audit_anchor_every=EVERY)
     for i in range(7):
         await api.vault.services.audit(api.owner_did, "test", None, "ok", {"i": i})
-    assert await api.vault.anchors.anchor_due() == 2
+        if i in (2, 5):  # due: everything waiting goes into one anchor
+            assert await api.vault.anchors.anchor_due() == 1
+    assert await api.vault.anchors.anchor_due() == 0  # one entry waits, young
     return api
+
+
+async def test_a_burst_of_entries_is_one_anchor_not_one_per_segment(node_api):
+    """Anchoring takes all that waits (up to a block's limits), so a burst
+    of audited reads costs a few block syncs and commits, not dozens."""
+    api = await node_api("burst", audit_anchor_every=EVERY)
+    for i in range(4 * EVERY + 1):
+        await api.vault.services.audit(api.owner_did, "test", None, "ok", {"i": i})
+    assert await api.vault.anchors.anchor_due() == 1
+    assert (await _verify(api))["anchors"]["unanchored"] == 0
 
 
 async def _verify(api) -> dict:
@@ -342,7 +354,9 @@ async def test_reindex_on_kubo_restores_the_audit_history_from_pinned_anchors(tm
                                audit_anchor_every=EVERY)
     for i in range(7):
         await vault.services.audit(None, "test", None, "ok", {"i": i})
-    assert await vault.anchors.anchor_due(force=True) == 3
+        if i in (2, 5):
+            assert await vault.anchors.anchor_due() == 1
+    assert await vault.anchors.anchor_due(force=True) == 1  # a chain of three anchors
     before = await vault.db.read(audit.rows, 1, 100)
     anchors_before = await vault.db.read(lambda conn: {r[0] for r in conn.execute("SELECT cid FROM audit_anchors")})
     assert anchors_before <= set(await vault.blocks.rpc.pin_ls())  # pinned in Kubo, not just stored
