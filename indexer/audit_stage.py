@@ -57,6 +57,18 @@ def pending(conn: sqlite3.Connection, after: int) -> list[tuple]:
         (after, _MOVE_AT_MOST))]
 
 
+def skip_past(conn: sqlite3.Connection, upto: int) -> None:
+    """Makes the next staged id greater than ``upto`` (the last one the index
+    chained): a staging file rolled back by a power loss must not hand out
+    ids the index would skip as already chained."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'staged'").fetchone()
+    if row is None:
+        if upto:
+            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('staged', ?)", (upto,))
+    elif row[0] < upto:
+        conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'staged'", (upto,))
+
+
 def drop(conn: sqlite3.Connection, upto: int) -> None:
     """Deletes the staged entries the chain has taken."""
     conn.execute("DELETE FROM staged WHERE id <= ?", (upto,))

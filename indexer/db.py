@@ -187,6 +187,12 @@ class Database(Index):
         self._queue = asyncio.Queue()
         self._writer_task = asyncio.create_task(self._writer_loop(), name="db-writer")
         if self._stage is not None:
+            # The staging file commits without fsync, so a power loss can roll it
+            # (and its AUTOINCREMENT counter) back below the ids the index already
+            # recorded as chained: new ids must start past them, or they are skipped.
+            moved = await loop.run_in_executor(self._writer_pool, audit.moved_upto, self._wconn,
+                                               self._stage_generation)
+            await self._stage.write(audit_stage.skip_past, moved)
             await self.flush_audit()  # what a crash left staged is chained before anything else
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -332,7 +338,11 @@ class Database(Index):
         audits and records the last id taken; returns it (None: nothing)."""
         if self._stage_reader is None:
             return None
-        entries = audit_stage.pending(self._stage_reader, audit.moved_upto(conn, self._stage_generation))
+        try:
+            entries = audit_stage.pending(self._stage_reader, audit.moved_upto(conn, self._stage_generation))
+        except sqlite3.DatabaseError:  # a damaged staging file must not fail every unrelated write
+            log.error("staged audit entries cannot be read; not chained", exc_info=True)
+            return None
         if not entries:
             return None
         audit.append_many(conn, [entry[1:] for entry in entries])
