@@ -193,7 +193,7 @@ class Database(Index):
             moved = await loop.run_in_executor(self._writer_pool, audit.moved_upto, self._wconn,
                                                self._stage_generation)
             await self._stage.write(audit_stage.skip_past, moved)
-            await self.flush_audit()  # what a crash left staged is chained before anything else
+            await self._chain_staged()  # what a crash left staged is chained before anything else
 
     def _open_writer(self) -> sqlite3.Connection:
         if is_plaintext(self.path):  # an index from before encryption: once, before any reader opens it
@@ -345,8 +345,21 @@ class Database(Index):
             return None
         if not entries:
             return None
-        audit.append_many(conn, [entry[1:] for entry in entries])
-        audit.set_moved_upto(conn, self._stage_generation, entries[-1][0])
+        conn.execute("SAVEPOINT staged")
+        try:
+            audit.append_many(conn, [entry[1:] for entry in entries])
+            audit.set_moved_upto(conn, self._stage_generation, entries[-1][0])
+            conn.execute("RELEASE staged")
+        except Exception:
+            # A full index: the batch's own work (an erasure that frees space)
+            # must still run; the staged entries follow in a later batch.
+            log.warning("staged audit entries could not be chained yet", exc_info=True)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO staged")
+                conn.execute("RELEASE staged")
+            else:  # SQLite rolled the transaction back itself
+                conn.execute("BEGIN IMMEDIATE")
+            return None
         return entries[-1][0]
 
     def _sync_wal(self) -> None:
@@ -427,7 +440,7 @@ class Database(Index):
 
     async def close(self) -> None:
         if self._stage is not None and self._writer_task is not None:
-            await self.flush_audit()  # nothing left staged behind a clean stop
+            await self._chain_staged()  # nothing left staged behind a clean stop (a full disk must not stop the stop)
         if self._move_timer is not None:
             self._move_timer.cancel()
             self._move_timer = None

@@ -91,3 +91,33 @@ async def test_reindex_with_read_audits_left_staged_by_a_crash(tmp_path):
         assert (await vault.anchors.verify())["ok"]
     finally:
         await close_vault(vault)
+
+
+async def test_a_full_index_still_takes_the_write_that_frees_space_with_reads_staged(tmp_path):
+    """On a full index (SQLITE_FULL), each durable batch first appends what
+    is staged -- outside any op's savepoint -- so once a read is staged
+    every durable write fails, erasure (what frees space, docs: "erasure
+    still works" on a full disk) included. Before staging, the read's own
+    audit failed alone and the erase went through."""
+    from indexer.db import DiskFull
+    key = os.urandom(32)
+    db = await _staged_db(tmp_path, key)
+    try:
+        await db.write(lambda c: c.execute("CREATE TABLE junk (x BLOB)"))
+        for _ in range(20):
+            await db.write(lambda c: c.execute("INSERT INTO junk VALUES (randomblob(3000))"))
+        pages = await db.write(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+        await db.write(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+        try:
+            for i in range(1000):
+                await db.write(audit.append, "t", "did:a", "fill", f"r{i}", "ok", {"pad": "x" * 500})
+        except DiskFull:
+            pass
+        await db.audit_reads([("t", "did:a", "read", f"s{i}", "ok", {"pad": "y" * 500}) for i in range(50)])
+        await db.write(lambda c: c.execute("DELETE FROM junk"))  # frees space: must not fail
+        await db.flush_audit()
+        assert [e["record"] for e in await db.read(audit.entries, limit=100000) if e["action"] == "read"] \
+            == [f"s{i}" for i in range(50)]
+        assert (await db.read(audit.verify))["ok"]
+    finally:
+        await db.close()
