@@ -24,7 +24,7 @@ import os
 from .sql import sqlite3
 
 MOVE_DELAY = 0.1  # seconds a staged entry may wait for the index's next durable batch
-_MOVE_AT_MOST = 5000  # entries one batch takes (the rest follow in the next)
+_MOVE_AT_MOST = 5000  # entries read from the staging file at a time (a batch takes them all, page by page)
 
 
 def migrate(conn: sqlite3.Connection) -> int:

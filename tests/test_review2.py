@@ -121,3 +121,21 @@ async def test_a_full_index_still_takes_the_write_that_frees_space_with_reads_st
         assert (await db.read(audit.verify))["ok"]
     finally:
         await db.close()
+
+
+async def test_more_staged_than_one_batch_takes_are_all_chained_before_a_write(tmp_path, monkeypatch):
+    """A batch takes at most _MOVE_AT_MOST staged entries: with more staged
+    (a burst of searches, a crash), a write is chained before older reads,
+    and flush_audit leaves some out of the listed/verified/anchored chain."""
+    from indexer import audit_stage
+    monkeypatch.setattr(audit_stage, "_MOVE_AT_MOST", 3)
+    db = await _staged_db(tmp_path, os.urandom(32))
+    try:
+        await db.audit_reads([("t", "did:a", "read", f"s{i}", "ok", None) for i in range(7)])
+        await db.write(audit.append, "t", "did:a", "write", "w", "ok")
+        assert [e["record"] for e in await db.read(audit.entries)] == [f"s{i}" for i in range(7)] + ["w"]
+        await db.audit_reads([("t", "did:a", "read", f"x{i}", "ok", None) for i in range(7)])
+        await db.flush_audit()
+        assert len(await db.read(audit.entries)) == 15
+    finally:
+        await db.close()
