@@ -37,6 +37,7 @@ import logging
 import os
 import threading
 import time
+from datetime import datetime, timezone
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -193,6 +194,10 @@ class Database(Index):
             moved = await loop.run_in_executor(self._writer_pool, audit.moved_upto, self._wconn,
                                                self._stage_generation)
             await self._stage.write(audit_stage.skip_past, moved)
+            try:
+                await self.write(self._note_new_stage)
+            except Exception:  # a full disk: noted at the next start
+                log.warning("a replaced audit staging file could not be noted in the chain", exc_info=True)
             await self._chain_staged()  # what a crash left staged is chained before anything else
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -332,6 +337,18 @@ class Database(Index):
         elif self._unsynced_since is None:
             self._unsynced_since = time.monotonic()
         return results
+
+    def _note_new_stage(self, conn: sqlite3.Connection) -> None:
+        """A staging file other than the one the index last chained from
+        (deleted or replaced while the daemon was stopped) may have taken
+        unchained read audits with it: the chain says so, once."""
+        previous = audit.moved_generation(conn)
+        if previous is None or previous == self._stage_generation:
+            return
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        audit.append(conn, now, None, "audit_stage_replaced", None, "ok",
+                     {"previous": previous, "generation": self._stage_generation})
+        audit.set_moved_upto(conn, self._stage_generation, 0)
 
     def _take_staged(self, conn: sqlite3.Connection) -> int | None:
         """Inside a durable batch, before its own work: chains the staged read

@@ -139,3 +139,26 @@ async def test_more_staged_than_one_batch_takes_are_all_chained_before_a_write(t
         assert len(await db.read(audit.entries)) == 15
     finally:
         await db.close()
+
+
+async def test_a_staging_file_deleted_while_stopped_is_recorded_in_the_chain(tmp_path):
+    """Deleting audit-stage.sqlite needs no key, and takes with it the read
+    audits a kill left unchained; a new generation silently starts. The
+    chain should at least record that the staging file changed."""
+    key = os.urandom(32)
+    db = await _staged_db(tmp_path, key)
+    await db.audit_reads([("t1", "did:a", "read", "r1", "ok", None)])
+    await db.flush_audit()
+    await db.close()
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(str(tmp_path / "audit-stage.sqlite") + suffix):
+            os.unlink(str(tmp_path / "audit-stage.sqlite") + suffix)
+    db = await _staged_db(tmp_path, key)
+    try:
+        actions = [e["action"] for e in await db.read(audit.entries)]
+        assert actions == ["read", "audit_stage_replaced"]
+        await db.close()
+        db = await _staged_db(tmp_path, key)  # once, not at every start
+        assert [e["action"] for e in await db.read(audit.entries)] == actions
+    finally:
+        await db.close()
