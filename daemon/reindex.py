@@ -51,11 +51,16 @@ async def _roots(vault) -> list[Cid]:
 async def reindex(config: Config, source: KeySource | None = None) -> dict:
     started = time.perf_counter()
     data_key = unlock(config, source)  # before the old index is moved: a wrong key changes nothing
-    if os.path.exists(config.index_path):
-        aside = f"{config.index_path}.before-reindex-{int(time.time())}"
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(config.index_path + suffix):
-                os.replace(config.index_path + suffix, aside + suffix)
+    # The staged read audits go aside with the index they were on their way
+    # into: a new index would chain them ahead of the anchored history it
+    # restores (and collide with its seqs).
+    stamp = int(time.time())
+    for path in (config.index_path, config.audit_stage_path):
+        if os.path.exists(path):
+            aside = f"{path}.before-reindex-{stamp}"
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    os.replace(path + suffix, aside + suffix)
     vault = await open_vault(config, source, data_key)
     try:
         locals_ = vault.keys.principals()

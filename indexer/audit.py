@@ -66,6 +66,12 @@ def moved_upto(conn: sqlite3.Connection, generation: str) -> int:
     return row[0] if row else 0
 
 
+def moved_generation(conn: sqlite3.Connection) -> str | None:
+    """The generation of the staging file the index last chained from (None: never)."""
+    row = conn.execute("SELECT generation FROM audit_moved").fetchone()
+    return row[0] if row else None
+
+
 def set_moved_upto(conn: sqlite3.Connection, generation: str, upto: int) -> None:
     conn.execute("DELETE FROM audit_moved")
     conn.execute("INSERT INTO audit_moved (generation, id) VALUES (?, ?)", (generation, upto))

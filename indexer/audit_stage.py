@@ -24,7 +24,7 @@ import os
 from .sql import sqlite3
 
 MOVE_DELAY = 0.1  # seconds a staged entry may wait for the index's next durable batch
-_MOVE_AT_MOST = 5000  # entries one batch takes (the rest follow in the next)
+_MOVE_AT_MOST = 5000  # entries read from the staging file at a time (a batch takes them all, page by page)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -55,6 +55,18 @@ def pending(conn: sqlite3.Connection, after: int) -> list[tuple]:
     return [(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in conn.execute(
         "SELECT id, time, actor, action, record, outcome, detail FROM staged WHERE id > ? ORDER BY id LIMIT ?",
         (after, _MOVE_AT_MOST))]
+
+
+def skip_past(conn: sqlite3.Connection, upto: int) -> None:
+    """Makes the next staged id greater than ``upto`` (the last one the index
+    chained): a staging file rolled back by a power loss must not hand out
+    ids the index would skip as already chained."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'staged'").fetchone()
+    if row is None:
+        if upto:
+            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('staged', ?)", (upto,))
+    elif row[0] < upto:
+        conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'staged'", (upto,))
 
 
 def drop(conn: sqlite3.Connection, upto: int) -> None:

@@ -37,6 +37,7 @@ import logging
 import os
 import threading
 import time
+from datetime import datetime, timezone
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -187,7 +188,17 @@ class Database(Index):
         self._queue = asyncio.Queue()
         self._writer_task = asyncio.create_task(self._writer_loop(), name="db-writer")
         if self._stage is not None:
-            await self.flush_audit()  # what a crash left staged is chained before anything else
+            # The staging file commits without fsync, so a power loss can roll it
+            # (and its AUTOINCREMENT counter) back below the ids the index already
+            # recorded as chained: new ids must start past them, or they are skipped.
+            moved = await loop.run_in_executor(self._writer_pool, audit.moved_upto, self._wconn,
+                                               self._stage_generation)
+            await self._stage.write(audit_stage.skip_past, moved)
+            try:
+                await self.write(self._note_new_stage)
+            except Exception:  # a full disk: noted at the next start
+                log.warning("a replaced audit staging file could not be noted in the chain", exc_info=True)
+            await self._chain_staged()  # what a crash left staged is chained before anything else
 
     def _open_writer(self) -> sqlite3.Connection:
         if is_plaintext(self.path):  # an index from before encryption: once, before any reader opens it
@@ -327,16 +338,51 @@ class Database(Index):
             self._unsynced_since = time.monotonic()
         return results
 
+    def _note_new_stage(self, conn: sqlite3.Connection) -> None:
+        """A staging file other than the one the index last chained from
+        (deleted or replaced while the daemon was stopped) may have taken
+        unchained read audits with it: the chain says so, once."""
+        previous = audit.moved_generation(conn)
+        if previous is None or previous == self._stage_generation:
+            return
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        audit.append(conn, now, None, "audit_stage_replaced", None, "ok",
+                     {"previous": previous, "generation": self._stage_generation})
+        audit.set_moved_upto(conn, self._stage_generation, 0)
+
     def _take_staged(self, conn: sqlite3.Connection) -> int | None:
         """Inside a durable batch, before its own work: chains the staged read
         audits and records the last id taken; returns it (None: nothing)."""
         if self._stage_reader is None:
             return None
-        entries = audit_stage.pending(self._stage_reader, audit.moved_upto(conn, self._stage_generation))
+        try:  # all of them, a page at a time: a write is never chained before an older read
+            entries, after = [], audit.moved_upto(conn, self._stage_generation)
+            while True:
+                page = audit_stage.pending(self._stage_reader, after)
+                entries += page
+                if len(page) < audit_stage._MOVE_AT_MOST:
+                    break
+                after = page[-1][0]
+        except sqlite3.DatabaseError:  # a damaged staging file must not fail every unrelated write
+            log.error("staged audit entries cannot be read; not chained", exc_info=True)
+            return None
         if not entries:
             return None
-        audit.append_many(conn, [entry[1:] for entry in entries])
-        audit.set_moved_upto(conn, self._stage_generation, entries[-1][0])
+        conn.execute("SAVEPOINT staged")
+        try:
+            audit.append_many(conn, [entry[1:] for entry in entries])
+            audit.set_moved_upto(conn, self._stage_generation, entries[-1][0])
+            conn.execute("RELEASE staged")
+        except Exception:
+            # A full index: the batch's own work (an erasure that frees space)
+            # must still run; the staged entries follow in a later batch.
+            log.warning("staged audit entries could not be chained yet", exc_info=True)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO staged")
+                conn.execute("RELEASE staged")
+            else:  # SQLite rolled the transaction back itself
+                conn.execute("BEGIN IMMEDIATE")
+            return None
         return entries[-1][0]
 
     def _sync_wal(self) -> None:
@@ -417,7 +463,7 @@ class Database(Index):
 
     async def close(self) -> None:
         if self._stage is not None and self._writer_task is not None:
-            await self.flush_audit()  # nothing left staged behind a clean stop
+            await self._chain_staged()  # nothing left staged behind a clean stop (a full disk must not stop the stop)
         if self._move_timer is not None:
             self._move_timer.cancel()
             self._move_timer = None

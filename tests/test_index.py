@@ -413,7 +413,8 @@ async def test_staged_audits_are_neither_lost_nor_chained_twice_across_restarts(
     try:
         await db.audit_reads([("t4", "did:a", "read", "r4", "ok", None)])
         await db.flush_audit()
-        assert [e["record"] for e in await db.read(audit.entries)] == ["r1", "r2", "r3", "r4"]
+        assert [(e["action"], e["record"]) for e in await db.read(audit.entries)] == [
+            ("read", "r1"), ("read", "r2"), ("read", "r3"), ("audit_stage_replaced", None), ("read", "r4")]
         assert (await db.read(audit.verify))["ok"]
     finally:
         await db.close()
