@@ -43,6 +43,13 @@ class Api:
         return await resp.json()
 
 
+def lose_index(config) -> None:
+    """Deletes a stopped node's index, as a lost disk would (reindex's case)."""
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(config.index_path + suffix):
+            os.unlink(config.index_path + suffix)
+
+
 async def make_node(path: str, **overrides) -> tuple[object, dict]:
     info = await init_data_dir(Config(data_dir=path))
     config = Config.load(path)

@@ -259,7 +259,7 @@ async def test_an_anchor_shows_no_did_record_or_action_in_clear(node_api):
 
 
 async def test_reindex_restores_the_audit_history_from_the_anchors(tmp_path):
-    from .conftest import make_node
+    from .conftest import lose_index, make_node
     vault, _ = await make_node(str(tmp_path / "n"), audit_anchor_every=EVERY)
     for i in range(8):
         await vault.services.audit(None, "test", None, "ok", {"i": i})
@@ -268,9 +268,7 @@ async def test_reindex_restores_the_audit_history_from_the_anchors(tmp_path):
     anchors_before = await vault.db.read(lambda conn: [r[0] for r in conn.execute("SELECT cid FROM audit_anchors")])
     config = vault.config
     await close_vault(vault)
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(config.index_path + suffix):
-            os.unlink(config.index_path + suffix)
+    lose_index(config)
     result = await reindex(config)
     assert result["audit_entries"] == len(before)
     vault = await open_vault(config)
@@ -290,7 +288,7 @@ async def test_reindex_restores_the_audit_history_from_the_anchors(tmp_path):
 
 
 async def test_reindex_without_the_pointer_finds_the_anchors_in_the_pinset(tmp_path):
-    from .conftest import make_node
+    from .conftest import lose_index, make_node
     vault, _ = await make_node(str(tmp_path / "n"), audit_anchor_every=EVERY)
     for i in range(6):
         await vault.services.audit(None, "test", None, "ok", {"i": i})
@@ -349,7 +347,7 @@ def test_cli_audit_verify_names_the_first_rewritten_entry(tmp_path):
 async def test_reindex_on_kubo_restores_the_audit_history_from_pinned_anchors(tmp_path, kubo):
     """On a real Kubo: anchors are pinned there, and with the index and the
     pointer file both gone, reindex finds them in Kubo's pinset."""
-    from .conftest import make_node
+    from .conftest import lose_index, make_node
     vault, _ = await make_node(str(tmp_path / "n"), backend="kubo", ipfs_api=kubo.api_url,
                                audit_anchor_every=EVERY)
     for i in range(7):
@@ -363,9 +361,7 @@ async def test_reindex_on_kubo_restores_the_audit_history_from_pinned_anchors(tm
     config = vault.config
     await close_vault(vault)
     os.unlink(os.path.join(config.data_dir, POINTER_FILE))
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(config.index_path + suffix):
-            os.unlink(config.index_path + suffix)
+    lose_index(config)
     assert (await reindex(config))["audit_entries"] == len(before)
     vault = await open_vault(config)
     try:
@@ -386,8 +382,6 @@ def test_a_clean_stop_anchors_the_tail_so_reindex_loses_nothing(tmp_path):
         assert before["anchors"]["status"] == "none" and before["count"] >= 1  # fewer than 100: not yet due
     finally:
         assert daemon.stop() == 0
-    index = Config.load(data_dir).index_path
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(index + suffix):
-            os.unlink(index + suffix)
+    from .conftest import lose_index
+    lose_index(Config.load(data_dir))
     assert run_json("reindex", "--data-dir", data_dir)["audit_entries"] == before["count"]

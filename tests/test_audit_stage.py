@@ -1,6 +1,10 @@
-"""Review of 725f55a (read audits staged in audit-stage.sqlite)."""
+"""Read audits staged in audit-stage.sqlite and chained by the index's
+writer (indexer/audit_stage.py): order against writes, crash safety across
+the two files, a damaged, lost or replaced staging file, a full index, and
+reindex. The hostile cases came from a review of the first version."""
 from __future__ import annotations
 
+import asyncio
 import os
 
 from indexer import audit
@@ -11,6 +15,17 @@ async def _staged_db(tmp_path, key: bytes) -> Database:
     db = Database(str(tmp_path / "index.sqlite"), key, stage_path=str(tmp_path / "audit-stage.sqlite"))
     await db.start()
     return db
+
+
+async def _one_more_read(tmp_path, key: bytes, chained: list[str]) -> None:
+    """Reopens the index, audits a read of r3 and checks the chain's records."""
+    db = await _staged_db(tmp_path, key)
+    try:
+        await db.audit_reads([("t3", "did:a", "read", "r3", "ok", None)])
+        await db.flush_audit()
+        assert [e["record"] for e in await db.read(audit.entries)] == chained
+    finally:
+        await db.close()
 
 
 async def test_a_broken_staging_file_does_not_fail_every_durable_write(tmp_path):
@@ -47,13 +62,7 @@ async def test_staged_ids_lost_with_the_stage_wal_are_not_reused_and_skipped(tmp
     stage.execute("DELETE FROM staged")
     stage.execute("DELETE FROM sqlite_sequence WHERE name = 'staged'")
     stage.close()
-    db = await _staged_db(tmp_path, key)
-    try:
-        await db.audit_reads([("t3", "did:a", "read", "r3", "ok", None)])
-        await db.flush_audit()
-        assert [e["record"] for e in await db.read(audit.entries)] == ["r1", "r2", "r3"]
-    finally:
-        await db.close()
+    await _one_more_read(tmp_path, key, ["r1", "r2", "r3"])
 
 
 async def test_reindex_with_read_audits_left_staged_by_a_crash(tmp_path):
@@ -66,7 +75,7 @@ async def test_reindex_with_read_audits_left_staged_by_a_crash(tmp_path):
     from daemon.node import close_vault, open_vault
     from daemon.reindex import reindex
 
-    from .conftest import make_node
+    from .conftest import lose_index, make_node
     vault, _ = await make_node(str(tmp_path / "n"), audit_anchor_every=4)
     for i in range(8):
         await vault.services.audit(None, "test", None, "ok", {"i": i})
@@ -79,9 +88,7 @@ async def test_reindex_with_read_audits_left_staged_by_a_crash(tmp_path):
     stage.execute("INSERT INTO staged (time, actor, action, record, outcome, detail)"
                   " VALUES ('t', 'did:a', 'read', 'r1', 'ok', '{}')")
     stage.close()
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(config.index_path + suffix):
-            os.unlink(config.index_path + suffix)
+    lose_index(config)
     result = await reindex(config)
     assert result["audit_entries"] == len(before)
     vault = await open_vault(config)
@@ -160,5 +167,49 @@ async def test_a_staging_file_deleted_while_stopped_is_recorded_in_the_chain(tmp
         await db.close()
         db = await _staged_db(tmp_path, key)  # once, not at every start
         assert [e["action"] for e in await db.read(audit.entries)] == actions
+    finally:
+        await db.close()
+
+
+async def test_staged_read_audits_are_chained_before_the_writes_that_follow_them(tmp_path):
+    """Read audits wait in their own file (indexer/audit_stage.py) so they
+    do not reset the index's reader caches; the next durable batch chains
+    them first, so the chain keeps the order things happened in."""
+    db = await _staged_db(tmp_path, os.urandom(32))
+    try:
+        await db.audit_reads([("t1", "did:a", "read", "r1", "ok", {"version": 1})])
+        assert await db.read(audit.entries) == []  # staged, not chained yet
+        await db.write(audit.append, "t2", "did:a", "write", "r2", "ok")
+        assert [(e["action"], e["record"]) for e in await db.read(audit.entries)] == [("read", "r1"), ("write", "r2")]
+        await db.audit_reads([("t3", "did:b", "denied", "r3", "denied", None)])
+        for _ in range(100):  # chained by itself within MOVE_DELAY, no write needed
+            if len(await db.read(audit.entries)) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert [e["record"] for e in await db.read(audit.entries)] == ["r1", "r2", "r3"]
+        assert (await db.read(audit.verify))["ok"]
+    finally:
+        await db.close()
+
+
+async def test_staged_audits_are_neither_lost_nor_chained_twice_across_restarts(tmp_path):
+    key = os.urandom(32)
+    db = await _staged_db(tmp_path, key)
+    await db.audit_reads([("t1", "did:a", "read", "r1", "ok", None), ("t2", "did:a", "read", "r2", "ok", None)])
+    await db.close()  # a clean stop chains what is staged
+    stage = connect(str(tmp_path / "audit-stage.sqlite"), key)
+    # as if the daemon died after chaining them and before dropping them from the stage
+    stage.executemany("INSERT INTO staged (id, time, actor, action, record, outcome, detail)"
+                      " VALUES (?, ?, 'did:a', 'read', ?, 'ok', '{}')", [(1, "t1", "r1"), (2, "t2", "r2")])
+    stage.close()
+    await _one_more_read(tmp_path, key, ["r1", "r2", "r3"])
+    os.unlink(tmp_path / "audit-stage.sqlite")  # a staging file lost or replaced starts a new generation
+    db = await _staged_db(tmp_path, key)
+    try:
+        await db.audit_reads([("t4", "did:a", "read", "r4", "ok", None)])
+        await db.flush_audit()
+        assert [(e["action"], e["record"]) for e in await db.read(audit.entries)] == [
+            ("read", "r1"), ("read", "r2"), ("read", "r3"), ("audit_stage_replaced", None), ("read", "r4")]
+        assert (await db.read(audit.verify))["ok"]
     finally:
         await db.close()
