@@ -111,7 +111,21 @@ def _codings(value) -> list[tuple[str, str, str]]:
     return out
 
 
-def summarize(body: bytes) -> FhirSummary:
+def summarize_buffer(body: bytearray) -> FhirSummary:
+    """``summarize`` for the parse worker's own copy of a big body: decoded
+    (as ``json.loads`` decodes bytes), then the copy is emptied before the
+    parse, so the raw body, its text and the parsed objects are never all
+    resident at once (16 MB less at a 16 MiB body). Never call it on a
+    buffer anyone still needs."""
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    except UnicodeDecodeError:
+        raise InvalidRecord("the body is not valid JSON (or nests too deeply)") from None
+    body.clear()
+    return summarize(text)
+
+
+def summarize(body: bytes | str) -> FhirSummary:
     try:
         resource = json.loads(body)
     except (ValueError, RecursionError):  # bad UTF-8 or JSON, over-long numbers, deep nesting

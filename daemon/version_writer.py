@@ -95,8 +95,10 @@ class VersionWriter:
         if len(body) <= _INLINE_PARSE_BYTES:
             summary = fhir.summarize(body)
         else:
-            parse = self._s.off_process if len(body) > _PARSE_IN_PROCESS_ABOVE else self._s.off_loop
-            summary = await parse(fhir.summarize, body)
+            if len(body) > _PARSE_IN_PROCESS_ABOVE:  # the worker frees its own copy as it parses
+                summary = await self._s.off_process(fhir.summarize_buffer, body)
+            else:
+                summary = await self._s.off_loop(fhir.summarize, body)
         info.type = info.type or summary.resource_type
         info.date = info.date or summary.date
         return iterate_bytes(body), summary, body

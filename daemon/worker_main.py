@@ -13,8 +13,9 @@ Wire format, both ways, all lengths unsigned 64-bit big-endian:
 - call: ``len(pickle)``, ``count`` of raw arguments, each raw argument's
   length, the pickle of ``(fn, args)`` with ``None`` in each raw
   argument's place, then each raw argument's bytes. Big bytes-like
-  arguments travel raw (and arrive as ``bytes``): no pickled copy on either
-  side, and the reader allocates each one once, at its final size.
+  arguments travel raw and arrive as a ``bytearray`` of the worker's own:
+  no pickled copy on either side, and the reader allocates each one once,
+  at its final size.
 - answer: ``len(pickle)`` then the pickle of ``(ok, value)``: the result,
   or the exception the call raised.
 """
@@ -51,7 +52,7 @@ def _raw(arg, raw_above: int) -> memoryview | None:
 
 def write_call(stream, fn, args: tuple, raw_above: int) -> None:
     """Writes one call. ``bytes``, ``bytearray`` or contiguous ``memoryview``
-    arguments of ``raw_above`` bytes or more go raw (and arrive as ``bytes``)."""
+    arguments of ``raw_above`` bytes or more go raw (and arrive as a ``bytearray``)."""
     views = {i: view for i, arg in enumerate(args) if (view := _raw(arg, raw_above)) is not None}
     raw = list(views)
     rest = [None if i in views else arg for i, arg in enumerate(args)]
@@ -63,13 +64,26 @@ def write_call(stream, fn, args: tuple, raw_above: int) -> None:
     stream.flush()
 
 
-def read_call(stream) -> tuple[bytes, list[bytes]]:
+def read_buffer(stream, size: int) -> bytearray:
+    """``size`` bytes into a bytearray of exactly that size (one allocation,
+    which the called function may free early: ``fhir.summarize_buffer``)."""
+    data = bytearray(size)
+    view, done = memoryview(data), 0
+    while done < size:
+        got = stream.readinto(view[done:])
+        if not got:
+            raise EOFError("the other end closed the pipe")
+        done += got
+    return data
+
+
+def read_call(stream) -> tuple[bytes, list[bytearray]]:
     """One call as its pickle and its raw arguments (unpickled by the caller:
     a function that cannot be imported still leaves the pipe in step)."""
     size = read_length(stream)
     sizes = [read_length(stream) for _ in range(read_length(stream))]
     call = read_exact(stream, size)
-    return call, [read_exact(stream, length) for length in sizes]
+    return call, [read_buffer(stream, length) for length in sizes]
 
 
 def unpickle_call(call: bytes, raws: list[bytes]) -> tuple:

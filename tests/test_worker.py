@@ -39,10 +39,18 @@ async def test_big_bytes_arrive_whole_and_answers_come_back(worker):
     assert len(body) > RAW_ABOVE
     summary = await worker.run(fhir.summarize, body)
     assert summary == fhir.summarize(body)
-    assert await worker.run(bytes.count, body, b"n") == body.count(b"n")  # a raw argument that is not the first
+    assert await worker.run(bytearray.count, body, b"n") == body.count(b"n")  # raw, not the first argument
     assert await worker.run(len, b"small") == 5
-    assert await worker.run(fhir.summarize, bytearray(body)) == summary  # bytes-like: arrives as bytes
-    assert await worker.run(bytes.count, memoryview(body)[1:], b"n") == body.count(b"n")
+    assert await worker.run(fhir.summarize, bytearray(body)) == summary  # bytes-like: arrives as a bytearray
+    assert await worker.run(bytearray.count, memoryview(body)[1:], b"n") == body.count(b"n")
+
+
+async def test_the_worker_parses_its_own_copy_of_a_big_body_and_frees_it(worker):
+    body = bytearray(big_observation(2048))
+    assert await worker.run(fhir.summarize_buffer, body) == fhir.summarize(bytes(body))
+    assert body == bytearray(big_observation(2048))  # the caller's buffer is untouched: the worker had a copy
+    with pytest.raises(InvalidRecord):
+        await worker.run(fhir.summarize_buffer, b"{" + b"\xff" * RAW_ABOVE + b"}")  # not UTF-8: 422, as in-process
 
 
 async def test_an_exception_is_raised_in_the_caller_with_the_workers_traceback(worker):
@@ -97,6 +105,8 @@ async def test_a_fhir_body_over_a_mebibyte_is_parsed_in_the_worker_and_indexed(a
     assert len(body) > 1024 * 1024
     record = await api.put(body, "application/fhir+json")
     assert record["type"] == "Observation" and record["date"] == "2024-03-01T09:30:00Z"
+    stored = await api.client.get(f"/v1/records/{record['id']}/content", headers=api.auth())
+    assert await stored.read() == body  # the worker freed its copy, never the one that was sealed
     assert api.vault.services._worker.pid is not None
     resp = await api.client.post("/v1/records", data=b"[" * 2 * 1024 * 1024,
                                  headers={**api.auth(), "Content-Type": "application/fhir+json"})
