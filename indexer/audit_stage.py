@@ -69,6 +69,17 @@ def skip_past(conn: sqlite3.Connection, upto: int) -> None:
         conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'staged'", (upto,))
 
 
+def all_pending(conn: sqlite3.Connection, after: int) -> list[tuple]:
+    """Every staged entry after id ``after``, read a page at a time."""
+    entries: list[tuple] = []
+    while True:
+        page = pending(conn, after)
+        entries += page
+        if len(page) < _MOVE_AT_MOST:
+            return entries
+        after = page[-1][0]
+
+
 def drop(conn: sqlite3.Connection, upto: int) -> None:
     """Deletes the staged entries the chain has taken."""
     conn.execute("DELETE FROM staged WHERE id <= ?", (upto,))

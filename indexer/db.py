@@ -355,14 +355,8 @@ class Database(Index):
         audits and records the last id taken; returns it (None: nothing)."""
         if self._stage_reader is None:
             return None
-        try:  # all of them, a page at a time: a write is never chained before an older read
-            entries, after = [], audit.moved_upto(conn, self._stage_generation)
-            while True:
-                page = audit_stage.pending(self._stage_reader, after)
-                entries += page
-                if len(page) < audit_stage._MOVE_AT_MOST:
-                    break
-                after = page[-1][0]
+        try:  # all of them: a write is never chained before an older read
+            entries = audit_stage.all_pending(self._stage_reader, audit.moved_upto(conn, self._stage_generation))
         except sqlite3.DatabaseError:  # a damaged staging file must not fail every unrelated write
             log.error("staged audit entries cannot be read; not chained", exc_info=True)
             return None
