@@ -8,14 +8,19 @@ its own work), then commits once with ``synchronous=FULL``. A caller's
 durable, and many concurrent small records share one fsync. Reads use their
 own connections on a small thread pool and never wait for the writer.
 
-``write_relaxed`` is for the audit entries of reads and refusals, which
-accompany no change of state: a batch holding only those commits with
+``write_relaxed`` is for writes that record but change no state (a
+resource's index copy; the audit entries of reads on an index without a
+staging file): a batch holding only those commits with
 ``synchronous=NORMAL`` (in the WAL, safe from a process crash, not yet
 fsync'd), and the writer fsyncs the WAL within ``RELAXED_SYNC_DELAY`` or at
 the next durable commit, whichever comes first (WAL frames are ordered, so
-one fsync makes every earlier frame durable). A read so answers without
-waiting for a disk flush that other processes' writes can stretch to half a
-second; only a power loss in that window can lose its entry.
+one fsync makes every earlier frame durable).
+
+``audit_reads`` takes the audit entries of reads, views, denials and failed
+authentications. With a staging file (the daemon's case) they are committed
+there, relaxed, and every durable batch first chains what is staged
+(indexer/audit_stage.py): a commit here resets every reader's page cache,
+and an audited read must not cost each following search that.
 
 Reads come in three lanes, each with its own threads and connections, so
 one kind cannot queue behind another: ``read`` (requests; each query is
