@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 
 from . import crypto
 from .blocks import Block
@@ -48,8 +49,9 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
     """Seals and stores every chunk of ``source``; returns their CIDs in order.
 
     Sealing runs on the CPU pool; one writer stores sealed chunks in batches
-    of up to ``store.batch_blocks`` (one Kubo ``block/put`` of several parts,
-    one thread hop for several files). ``concurrency`` bounds the chunks in
+    of up to ``store.batch_blocks`` (one Kubo ``block/put`` of several parts);
+    a store that gains nothing from batches (local files) seals and writes
+    each chunk in one hop with ``put_made``. ``concurrency`` bounds the chunks in
     flight, sealing or waiting to be written, so memory does not grow with the
     record. A record of a single chunk is left in ``pending`` so the
     small-record path stores all its blocks in one batch. On any failure the
@@ -91,12 +93,16 @@ async def seal_stream(source: AsyncIterator[bytes], dek: bytes, store: BlockStor
                 return
 
     async def process(index: int, last: bool, plaintext: bytes) -> Cid:
+        seal = partial(_seal_block, dek, stream_id, index, last, plaintext, version)
         try:
             if len(plaintext) <= _INLINE_BYTES:  # a thread hop costs more than sealing this
-                block = _seal_block(dek, stream_id, index, last, plaintext, version)
+                block = seal()
+            elif batch_size == 1 and not (index == 0 and last):  # sealed and stored in one hop
+                block = await store.put_made(seal, pool)
+                slots.release()
+                return block.cid
             else:
-                block = await loop.run_in_executor(pool, _seal_block, dek, stream_id, index, last, plaintext,
-                                                   version)
+                block = await loop.run_in_executor(pool, seal)
         except BaseException:
             slots.release()
             raise

@@ -8,7 +8,8 @@ padding alone are never fetched by a read.
 Every block is hashed against its CID by the store and every chunk opened
 (authenticated) before any of its bytes are yielded, so no unverified byte is
 ever sent. Chunks ahead of the reader are prefetched, a bounded number at a
-time, and opened on the CPU pool.
+time, and opened on the CPU pool (read there too, in the same hop, from a
+store of local files).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
+from functools import partial
 
 from . import crypto
 from .blockstore.base import BlockStore
@@ -66,15 +68,20 @@ async def plaintext(manifest: Manifest, dek: bytes, size: int, store: BlockStore
     final = (size - 1) // cs  # the chunk holding the record's last byte
     loop = asyncio.get_running_loop()
 
+    read_here = getattr(store, "get_blocking", None)  # a local file: read and open it in one hop
+
     async def fetch(index: int) -> bytes:
-        data = await store.get(chunks[index])
         last = index == len(chunks) - 1
+        open_this = partial(crypto.open_chunk, dek, manifest.stream_id, index, last, version=manifest.version)
         try:
-            if len(data) <= _INLINE_BYTES:  # opening a small chunk costs less than the thread hop (and its GIL wait)
-                opened = crypto.open_chunk(dek, manifest.stream_id, index, last, data, manifest.version)
+            if read_here is not None and cs > _INLINE_BYTES:
+                opened = await loop.run_in_executor(pool, lambda: open_this(read_here(chunks[index])))
             else:
-                opened = await loop.run_in_executor(pool, crypto.open_chunk, dek, manifest.stream_id, index, last,
-                                                    data, manifest.version)
+                data = await store.get(chunks[index])
+                if len(data) <= _INLINE_BYTES:  # opening a small chunk costs less than the thread hop (and its GIL wait)
+                    opened = open_this(data)
+                else:
+                    opened = await loop.run_in_executor(pool, open_this, data)
         except crypto.DecryptError:
             raise IntegrityError("a chunk of this record failed to authenticate") from None
         if len(opened) != min(cs, stream - index * cs):

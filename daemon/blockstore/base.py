@@ -14,11 +14,17 @@ Contracts:
   ``IntegrityError``; missing blocks raise ``BlockNotFound``; an unreachable
   backend raises ``BackendUnavailable``.
 - ``delete_many`` is best-effort (erasure and garbage collection).
+- ``put_made`` and ``get_blocking`` let a store whose I/O is blocking calls
+  (local files) do a chunk's sealing and writing, or reading and opening, in
+  one thread hop: each hop hands the GIL between threads, and a 256 MiB record
+  has 1,024 chunks.
 """
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from ..blocks import Block
@@ -28,9 +34,19 @@ from ..cid import Cid
 class BlockStore(ABC):
     name: str = "abstract"
     batch_blocks: int = 8  # how many blocks ingest hands ``put_many`` at once
+    # A read the caller may run on a worker thread of its own (same contract as
+    # ``get``), or None where reads are not blocking calls.
+    get_blocking: Callable[[Cid], bytes] | None = None
 
     @abstractmethod
     async def put_many(self, blocks: list[Block]) -> None: ...
+
+    async def put_made(self, make: Callable[[], Block], pool: Executor) -> Block:
+        """Runs ``make`` (CPU work: sealing a chunk) on ``pool`` and stores the
+        block it returns; returns that block."""
+        block = await asyncio.get_running_loop().run_in_executor(pool, make)
+        await self.put_many([block])
+        return block
 
     async def sync(self) -> None:
         """Makes every block put so far durable (a no-op where puts already are)."""

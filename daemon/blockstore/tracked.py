@@ -13,6 +13,8 @@ never written after the upload deleted it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor
 
 from ..blocks import Block
 from ..cid import Cid
@@ -33,11 +35,19 @@ class TrackedPuts:
         self.put.extend(b.cid for b in blocks)  # before the call: a failed batch may be half-written
         await self._finished(self._store.put_many(blocks))
 
-    async def _finished(self, work) -> None:
+    async def put_made(self, make: Callable[[], Block], pool: Executor) -> Block:
+        def made() -> Block:
+            block = make()
+            self.put.append(block.cid)  # before the write, as above (list.append holds the GIL: thread-safe)
+            return block
+
+        return await self._finished(self._store.put_made(made, pool))
+
+    async def _finished(self, work):
         running = asyncio.ensure_future(work)
         self._running.add(running)
         running.add_done_callback(self._running.discard)
-        await asyncio.shield(running)  # a cancelled caller leaves it to finish, for settle() to wait on
+        return await asyncio.shield(running)  # a cancelled caller leaves it to finish, for settle() to wait on
 
     async def settle(self) -> None:
         """Waits for every put still running (their failures are the caller's to ignore)."""

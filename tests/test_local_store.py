@@ -1,0 +1,86 @@
+"""The embedded block store's files: what a put leaves on disk, whatever was
+there before it (a crash's torn file, a folder removed by hand)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from daemon.blocks import Block
+from daemon.blockstore.local import LocalBlockStore
+from daemon.blockstore.tracked import TrackedPuts
+from daemon.errors import BlockNotFound, IntegrityError
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = LocalBlockStore(str(tmp_path / "blocks"))
+    yield store
+    await store.close()
+
+
+async def test_a_put_block_reads_back_and_leaves_no_temp_file(store):
+    block = Block.raw(b"sealed bytes" * 100)
+    await store.put_many([block])
+    assert await store.get(block.cid) == block.data
+    folder = os.path.dirname(store.path_of(block.cid))
+    assert os.listdir(folder) == [os.path.basename(store.path_of(block.cid))]
+    assert oct(os.stat(store.path_of(block.cid)).st_mode & 0o777) == oct(0o600)
+
+
+async def test_a_torn_file_is_replaced_when_the_block_is_put_again(store):
+    block = Block.raw(os.urandom(4096))
+    await store.put_many([block])
+    with open(store.path_of(block.cid), "r+b") as handle:  # what a crash before the sync can leave
+        handle.truncate(1000)
+    with pytest.raises(IntegrityError):
+        await store.get(block.cid)
+    await store.put_many([block])
+    assert await store.get(block.cid) == block.data
+
+
+async def test_a_missing_shard_folder_is_made_again(store):
+    first, second = Block.raw(b"one"), Block.raw(b"two")
+    await store.put_many([first])
+    shutil.rmtree(store.root)  # removed by hand while the daemon runs
+    with pytest.raises(BlockNotFound):
+        await store.get(first.cid)
+    await store.put_many([first, second])
+    assert await store.get(first.cid) == b"one"
+    assert await store.get(second.cid) == b"two"
+
+
+async def test_a_file_under_another_blocks_name_is_refused(store):
+    block, other = Block.raw(b"the real block"), Block.raw(b"another block")
+    await store.put_many([block])
+    with open(store.path_of(block.cid), "wb") as handle:
+        handle.write(other.data)
+    with pytest.raises(IntegrityError):
+        await store.get(block.cid)
+
+
+async def test_a_block_made_and_put_in_one_hop_is_tracked_even_when_its_caller_is_cancelled(store):
+    """An upload cut off while a chunk is being sealed and written: the upload
+    learns the block's CID and waits for the write, so it can remove it."""
+    tracked, started, release = TrackedPuts(store), threading.Event(), threading.Event()
+    block = Block.raw(os.urandom(100_000))
+
+    def make() -> Block:  # the sealing, held until the caller has gone
+        started.set()
+        release.wait(10)
+        return block
+
+    with ThreadPoolExecutor(1) as pool:
+        task = asyncio.create_task(tracked.put_made(make, pool))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await tracked.settle()
+    assert tracked.put == [block.cid]
+    assert await store.get(block.cid) == block.data  # written after the caller left: settle() waited for it
