@@ -34,6 +34,7 @@ test: venv ipfs schema
 
 bench: venv
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/ceiling.py
 
 bench-ipfs: venv ipfs
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python bench/ipfs.py

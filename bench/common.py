@@ -1,7 +1,9 @@
 """Helpers for benchmarks: a real daemon subprocess, its peak RSS, timing."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -105,12 +107,23 @@ class RssSampler:
             self._thread.join()
 
 
+def scratch_dir(prefix: str) -> str:
+    """A new temp folder, removed when the benchmark exits, however it exits
+    short of a kill (benchmarks write hundreds of MB a run: left behind, a
+    few dozen runs filled this machine's disk)."""
+    root = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
 def start_node(backend_args: tuple[str, ...] = ()) -> tuple[Daemon, str, str, str]:
-    """Initialises a data dir and starts a daemon; returns (daemon, data_dir, api, token)."""
-    root = tempfile.mkdtemp(prefix="medvault-bench-")
+    """Initialises a data dir and starts a daemon, stopped at exit if the
+    caller has not; returns (daemon, data_dir, api, token)."""
+    root = scratch_dir("medvault-bench-")
     data_dir = os.path.join(root, "node")
     run_json("init", "--data-dir", data_dir, *backend_args)
     daemon = Daemon(data_dir, os.path.join(root, "daemon.log")).start()
+    atexit.register(daemon.stop)  # runs before the folder's removal (atexit is last in, first out)
     api = open(os.path.join(data_dir, "api")).read().strip()
     token = open(os.path.join(data_dir, "owner.token")).read().strip()
     return daemon, data_dir, api, token

@@ -19,13 +19,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import peak_rss_mb, start_node  # noqa: E402
+from common import peak_rss_mb, scratch_dir, start_node  # noqa: E402
 from ingest import big_round_trip, small_records  # noqa: E402
 
 from daemon import timeutil  # noqa: E402
@@ -62,7 +61,7 @@ async def kubo_small_puts(api_url: str, total: int) -> float:
 
 def kubo_figures(label: str, mib: int, small: int, clients: int) -> None:
     profile, sync = PROFILES[label]
-    root = tempfile.mkdtemp(prefix=f"medvault-bench-kubo-{profile}-")
+    root = scratch_dir(f"medvault-bench-kubo-{profile}-")
     kubo = Kubo(root, "kubo", profile=profile, flatfs_sync=sync).start()
     try:
         size = mib * 1024 * 1024
@@ -135,7 +134,7 @@ async def reconciler_time(topology: Topology, count: int, give_up: float = 600, 
     peer = topology.peers[1]
     rpc = KuboRpc(peer.kubo.api_url)
     store, pinner = KuboBlockStore(rpc), ClusterPinner(ClusterRest(peer.api_url))
-    db = Database(os.path.join(tempfile.mkdtemp(), "index.sqlite"), os.urandom(32))
+    db = Database(os.path.join(scratch_dir("medvault-bench-index-"), "index.sqlite"), os.urandom(32))
     await db.start()
     try:
         blocks = [Block.raw(os.urandom(512)) for _ in range(count)]
@@ -217,7 +216,7 @@ def main() -> None:
     elif args.crdt_batching:
         size, age = args.crdt_batching.split("/")
         kwargs["batching"] = {"max_batch_size": int(size), "max_batch_age": age}
-    topology = Topology(tempfile.mkdtemp(prefix="medvault-bench-cluster-"), **kwargs).start()
+    topology = Topology(scratch_dir("medvault-bench-cluster-"), **kwargs).start()
     try:
         print("crdt batching:", kwargs.get("batching", "the fixture's"))
         if "latency" in only:

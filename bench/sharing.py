@@ -11,13 +11,12 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import start_node  # noqa: E402
+from common import scratch_dir, start_node  # noqa: E402
 from ingest import fhir_resource, small_records  # noqa: E402
 
 from tests.ipfs import Kubo  # noqa: E402
@@ -86,7 +85,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--reindex", type=int, default=10000)
     args = parser.parse_args()
-    root = tempfile.mkdtemp(prefix="medvault-bench-share-")
+    root = scratch_dir("medvault-bench-share-")
     a_kubo, b_kubo = Kubo(root, "a").start(), Kubo(root, "b").start()
     a_kubo.connect(b_kubo)
     try:
