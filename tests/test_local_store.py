@@ -43,6 +43,17 @@ async def test_a_torn_file_is_replaced_when_the_block_is_put_again(store):
     assert await store.get(block.cid) == block.data
 
 
+async def test_an_intact_block_put_again_is_left_as_it_is(store):
+    """Its file may be durable already (an acknowledged record's): a rewrite
+    would leave it unsynced, and torn by a crash, until the next sync."""
+    block = Block.raw(os.urandom(4096))
+    await store.put_many([block])
+    before = os.stat(store.path_of(block.cid))
+    await store.put_many([block])  # an import carrying a block this node holds
+    after = os.stat(store.path_of(block.cid))
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
 async def test_a_missing_shard_folder_is_made_again(store):
     first, second = Block.raw(b"one"), Block.raw(b"two")
     await store.put_many([first])

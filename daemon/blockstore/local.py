@@ -5,10 +5,11 @@ two characters of the base32 CID (flatfs's ``next-to-last/2`` layout, so the
 folder fans out evenly). Each write goes to a temp file renamed into place;
 durability comes from ``sync``, one ``syncfs`` shared by every record being
 written at that moment (per-file fsyncs made the small-record path wait on
-the journal four times a record). Every read is hashed against its CID, and
-a put always writes, so a file a crash may have torn is replaced when the
-same block is put again. Pins live in the index; the local pinner only
-checks that the pinned block is present.
+the journal four times a record). Every read is hashed against its CID; a
+put leaves an intact file of the same block alone (it may be durable
+already: replacing it would put an acknowledged record's block back at risk
+until the next sync) and writes over a torn one. Pins live in the index;
+the local pinner only checks that the pinned block is present.
 """
 from __future__ import annotations
 
@@ -60,13 +61,22 @@ class LocalBlockStore(BlockStore):
 
     def _put_many_sync(self, blocks: list[Block]) -> None:
         for block in blocks:
-            self._put_sync(block)
+            if not self._intact(block.cid):  # a durable copy is never replaced by an unsynced one
+                self._write(block)
 
-    def _put_sync(self, block: Block) -> None:
-        """Writes the block whether or not a file of that name exists: a file a
-        crash left torn is replaced, an intact one by the same bytes. (Looking
-        first cost a stat, and a read and hash when present; the shard folder
-        is made only when the write finds it missing: four syscalls a block.)"""
+    def _intact(self, cid: Cid) -> bool:
+        """A file of this name whose bytes hash to it (a crash before the
+        sync may have left one torn: that one is written again)."""
+        try:
+            with open(self.path_of(cid), "rb") as handle:
+                return cid.matches(handle.read())
+        except FileNotFoundError:
+            return False
+
+    def _write(self, block: Block) -> None:
+        """Temp file and rename; the shard folder is made only when the write
+        finds it missing (four syscalls a block: io.open and makedirs added
+        six)."""
         path = self.path_of(block.cid)
         try:
             atomic_write(path, block.data, 0o600, fsync=False, sync_dir=False)
@@ -83,7 +93,7 @@ class LocalBlockStore(BlockStore):
         """Makes and writes the block on the same ``pool`` thread: one hop."""
         def make_and_put() -> Block:
             block = make()
-            self._put_sync(block)
+            self._write(block)  # a freshly sealed chunk: new key and stream id, so a new CID
             return block
 
         with _space_errors():
