@@ -34,7 +34,7 @@ async def create_record(request: web.Request) -> web.Response:
 @routes.get("/v1/records")
 @scope("read")
 async def search_records(request: web.Request) -> web.Response:
-    result = await request.app[VAULT].records.search(caller_of(request), list(request.query.items()))
+    result = await request.app[VAULT].records.browse(caller_of(request), list(request.query.items()))
     return web.json_response(result)
 
 

@@ -285,11 +285,25 @@ class Records:
                 for v in await self._s.db.read(records.versions, record_id)]
 
     async def search(self, caller: Caller, items: list[tuple[str, str]]) -> dict:
-        """Records the caller can read, by the parameters of daemon/search_params."""
+        """Records the caller can read, by the parameters of daemon/search_params.
+        Not audited: for work inside the node (counts, ``$everything``'s
+        gathering, a Consent's records) whose own result is audited or shows
+        no record; a page shown to the caller goes through ``browse``."""
         query = search_params.parse(items, caller.did, timeutil.now(), caller.has("emergency"))
         rows, position = await self._s.db.read(search.run, query)
         return {"items": [record_view(r) for r in rows],
                 "next": search_params.encode_cursor(position, query.sort) if position else None}
+
+    async def browse(self, caller: Caller, items: list[tuple[str, str]]) -> dict:
+        """A search page for the caller to see. It shows each record's
+        metadata (title, patient, type, dates) as ``get`` does, so each is
+        audited as viewed before the page is answered (one staged commit)."""
+        page = await self.search(caller, items)
+        if page["items"]:
+            now = timeutil.now()
+            await self._s.db.audit_reads([(now, caller.did, "view", view["id"], "ok", {"via": "search"})
+                                          for view in page["items"]])
+        return page
 
     # ---- erasure --------------------------------------------------------
 

@@ -92,6 +92,30 @@ async def test_search_by_patient_and_tag(api):
     assert [r["id"] for r in page["items"]] == [mine["id"]]
 
 
+async def test_a_search_page_is_audited_as_viewing_each_record_on_it(api):
+    """A page shows titles and patients: the patient sees who looked, as for a
+    GET of the record's metadata. A search that finds nothing is no view."""
+    patient, patient_token = await api.principal("patient")
+    clinician, clinician_token = await api.principal("clinician")
+    record = await api.put(b"note", "text/plain", patient=patient, title="HIV test result")
+    other = await api.put(b"other", "text/plain", title="unrelated")
+    resp = await api.client.post(f"/v1/records/{record['id']}/grants", json={"recipient": clinician},
+                                 headers=api.auth(patient_token))
+    assert resp.status == 201, await resp.text()
+    page = await (await api.client.get("/v1/records", headers=api.auth(clinician_token))).json()
+    assert [r["id"] for r in page["items"]] == [record["id"]]
+    stranger_did, stranger = await api.principal("stranger")
+    assert (await (await api.client.get("/v1/records", headers=api.auth(stranger))).json())["items"] == []
+
+    trail = await (await api.client.get("/v1/audit", params={"record": record["id"]},
+                                        headers=api.auth(patient_token))).json()
+    views = [e for e in trail["items"] if e["action"] == "view"]
+    assert [(e["actor"], e["outcome"], e["detail"]) for e in views] == [(clinician, "ok", {"via": "search"})]
+    everything = await (await api.client.get("/v1/audit", headers=api.auth())).json()
+    assert not [e for e in everything["items"] if e["actor"] == stranger_did or
+                (e["action"] == "view" and e["record"] == other["id"])]
+
+
 async def test_new_version_keeps_readers_and_history(api):
     patient, patient_token = await api.principal("patient")
     v1 = await api.put(b"first", "text/plain", patient=patient, title="Letter")
