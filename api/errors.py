@@ -15,7 +15,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from daemon import errors as e
 from daemon.space import full_error, is_full
-from indexer.db import DiskFull, QueryInterrupted
+from indexer.db import DiskFull, IndexClosed, QueryInterrupted
 
 from .fhir.outcome import is_fhir, render_error
 
@@ -25,7 +25,8 @@ STATUS = {
     e.BadRequest: 400, e.Unauthorized: 401, e.Forbidden: 403, e.NotFound: 404, e.Conflict: 409, e.Gone: 410,
     e.PreconditionFailed: 412,
     e.NotAcceptable: 406, e.TooLarge: 413, e.UnsupportedMediaType: 415, e.InvalidRecord: 422, e.IntegrityError: 502,
-    e.BlockNotFound: 502, e.BackendFailed: 502, e.BackendUnavailable: 503, e.QueryTimeout: 503, e.WorkerUnavailable: 503, e.NotFoundOnNetwork: 504,
+    e.BlockNotFound: 502, e.BackendFailed: 502, e.BackendUnavailable: 503, e.QueryTimeout: 503, e.WorkerUnavailable: 503, e.NodeStopping: 503,
+    e.NotFoundOnNetwork: 504,
     e.InsufficientStorage: 507,
 }
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -41,6 +42,8 @@ def _from_index(error: Exception) -> e.VaultError:
     """The index's own errors (it knows nothing of the engine's), in engine terms."""
     if isinstance(error, DiskFull):
         return e.InsufficientStorage("the node's disk is full (index); erase records or add space, then retry")
+    if isinstance(error, IndexClosed):
+        return e.NodeStopping("the node is stopping; retry once it is back")
     return e.QueryTimeout(f"{error}: narrow the query (fewer terms, a shorter time span) or retry later")
 
 
@@ -107,7 +110,7 @@ async def _mapped(request: web.Request, handler):
     try:
         try:
             return await handler(request)
-        except (DiskFull, QueryInterrupted) as index_error:
+        except (DiskFull, QueryInterrupted, IndexClosed) as index_error:
             raise _from_index(index_error) from None
         except OSError as os_error:  # any write on a full disk (keys, spools), wherever it happens
             if not is_full(os_error):

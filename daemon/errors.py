@@ -110,3 +110,9 @@ class QueryTimeout(VaultError):
     """An index query ran past the node's time limit and was interrupted."""
 
     code = "query_timeout"
+
+
+class NodeStopping(VaultError):
+    """The daemon is shutting down: its index takes no more work. Retry against it once it is back."""
+
+    code = "node_stopping"

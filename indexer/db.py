@@ -69,6 +69,14 @@ class DiskFull(sqlite3.OperationalError):
     """A write failed because the disk holding the index is full."""
 
 
+class IndexClosed(sqlite3.OperationalError):
+    """Work asked of an index that is closing: refused at once (queued behind
+    the writer's last batch, it would wait forever)."""
+
+    def __init__(self) -> None:
+        super().__init__("the index is closed")
+
+
 class QueryInterrupted(sqlite3.OperationalError):
     """A read ran past its time limit and was interrupted."""
 
@@ -180,6 +188,7 @@ class Database(Index):
         self._synchronous = "FULL"  # the writer connection's current setting
         self._unsynced_since: float | None = None  # a relaxed commit not yet fsync'd, since when
         self._sync_timer: asyncio.TimerHandle | None = None
+        self._closed = False  # set once close() has queued the writer's stop
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -214,6 +223,9 @@ class Database(Index):
         """After a commit that erased records: copy the WAL back and truncate
         it, so no erased row stays in it (secure_delete has zeroed the
         database's freed pages). Queued behind the writer's current batch."""
+        if self._closed:
+            raise IndexClosed()
+
         def checkpoint() -> None:
             try:
                 self._wconn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -223,9 +235,13 @@ class Database(Index):
 
     async def flush(self) -> None:
         """fsyncs what relaxed commits left in the WAL (on the writer's thread, between batches)."""
+        if self._closed:
+            raise IndexClosed()
         await asyncio.get_running_loop().run_in_executor(self._writer_pool, self._sync_wal)
 
     async def audit_reads(self, entries: list[tuple]) -> None:
+        if self._closed:
+            raise IndexClosed()
         if self._stage is None:
             await self.write_relaxed(audit.append_many, entries)
             return
@@ -258,6 +274,8 @@ class Database(Index):
         return await self._submit(fn, args, False)
 
     async def _submit(self, fn, args, durable: bool):
+        if self._closed or self._queue is None:
+            raise IndexClosed()
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((fn, args, future, durable))
         try:
@@ -290,6 +308,9 @@ class Database(Index):
         return await self._read_on(self._long_pool, None, fn, args, {})
 
     async def _read_on(self, pool: ThreadPoolExecutor, limit: float | None, fn, args, kwargs):
+        if self._closed:
+            raise IndexClosed()
+
         def run():
             conn = self._reader(pool is self._reader_pool)
             if limit is not None:
@@ -469,6 +490,7 @@ class Database(Index):
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
+        self._closed = True
         if self._writer_task is not None:
             self._queue.put_nowait(None)
             await self._writer_task

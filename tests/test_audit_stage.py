@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
+
 from indexer import audit
-from indexer.db import Database, connect
+from indexer.db import Database, IndexClosed, connect
 
 
 async def _staged_db(tmp_path, key: bytes) -> Database:
@@ -211,5 +213,24 @@ async def test_staged_audits_are_neither_lost_nor_chained_twice_across_restarts(
         assert [(e["action"], e["record"]) for e in await db.read(audit.entries)] == [
             ("read", "r1"), ("read", "r2"), ("read", "r3"), ("audit_stage_replaced", None), ("read", "r4")]
         assert (await db.read(audit.verify))["ok"]
+    finally:
+        await db.close()
+
+
+async def test_work_asked_of_a_closed_index_is_refused_at_once(tmp_path):
+    """A read audited (or any write or read) after close() has begun used to
+    wait forever behind the writer's last batch; now it is refused (the API
+    answers 503 node_stopping), and what was audited before the close is kept."""
+    key = os.urandom(32)
+    db = await _staged_db(tmp_path, key)
+    await db.audit_reads([("t1", "did:a", "read", "r1", "ok", None)])
+    await db.close()
+    for work in (db.audit_reads([("t2", "did:a", "read", "r2", "ok", None)]), db.write(audit.head),
+                 db.read(audit.entries), db.flush(), db.erased(), db.flush_audit()):
+        with pytest.raises(IndexClosed):
+            await asyncio.wait_for(work, 5)  # a hang fails as TimeoutError
+    db = await _staged_db(tmp_path, key)
+    try:
+        assert [e["record"] for e in await db.read(audit.entries)] == ["r1"]
     finally:
         await db.close()
