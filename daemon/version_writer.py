@@ -34,9 +34,13 @@ log = logging.getLogger("medvault.vault")
 _PARSE_IN_PROCESS_ABOVE = 1024 * 1024  # below this a parse is a few ms: a thread is cheaper than the hop
 # A small body parses on the loop itself: a thread hop costs the loop more
 # than parsing 64 KiB (~0.3 ms), and json.loads holds the GIL in a thread too.
-# (Sealing a version stays on the pool even when small: signing and sealing
-# release the GIL, so they run on the other core beside the loop.)
 _INLINE_PARSE_BYTES = 64 * 1024
+# A version of one chunk up to this size, for a few readers, is signed and
+# sealed on the loop too (~0.6 ms; each reader is a sealed box): the hop to
+# the pool and back cost more than the other core gained (docs/DECISIONS.md,
+# "Small versions seal on the loop"). A rotation for many grantees stays off it.
+_INLINE_SEAL_BYTES = 64 * 1024
+_INLINE_SEAL_READERS = 4
 
 
 def _seal_version(dek: bytes, stream_id: bytes, chunk_size: int, chunks: list, fanout: int, body: dict,
@@ -159,10 +163,11 @@ class VersionWriter:
             "identifiers": [list(i) for i in summary.identifiers] if summary else [],
             "text": summary.text if summary else None, "author": author.did, "created": now,
         }
-        # Signing and sealing release the GIL: off the event loop, onto the CPU pool.
-        link_blocks, manifest, envelope_blocks = await s.off_loop(
-            _seal_version, dek, sealed.stream_id, cfg.chunk_size, sealed.chunks, cfg.link_fanout, body, author,
-            new.readers, now, sealed.padded)
+        seal = partial(_seal_version, dek, sealed.stream_id, cfg.chunk_size, sealed.chunks, cfg.link_fanout, body,
+                       author, new.readers, now, sealed.padded)
+        small = (len(sealed.chunks) == 1 and (sealed.padded or sealed.size) <= _INLINE_SEAL_BYTES
+                 and len(new.readers) <= _INLINE_SEAL_READERS)
+        link_blocks, manifest, envelope_blocks = seal() if small else await s.off_loop(seal)
         last = [*sealed.pending, *link_blocks, manifest, *envelope_blocks]  # stored with the roots, below
         envelopes = [{"cid": str(block.cid), "record_id": new.record_id, "version": new.version,
                       "manifest": str(manifest.cid), "recipient": reader["recipient"], "granter": author.did,
