@@ -95,3 +95,28 @@ async def test_a_block_made_and_put_in_one_hop_is_tracked_even_when_its_caller_i
         await tracked.settle()
     assert tracked.put == [block.cid]
     assert await store.get(block.cid) == block.data  # written after the caller left: settle() waited for it
+
+
+async def test_callers_sharing_a_group_commit_each_get_their_own_write_failure(store, monkeypatch):
+    """Blocks and the sync go in one hop for everyone waiting: a write that
+    fails for want of space fails its own caller (507), not the others."""
+    import errno
+
+    from daemon.errors import InsufficientStorage
+
+    good, doomed = Block.raw(b"fits"), Block.raw(b"does not fit")
+    write = store._write
+
+    def write_unless_doomed(block: Block) -> None:
+        if block.cid == doomed.cid:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(block)
+
+    monkeypatch.setattr(store, "_write", write_unless_doomed)
+    synced = []
+    monkeypatch.setattr("daemon.blockstore.local.sync_filesystem", synced.append)
+    results = await asyncio.gather(store.put_protected([good], [good.cid]), store.put_protected([doomed], []),
+                                   return_exceptions=True)
+    assert results[0] is None and isinstance(results[1], InsufficientStorage)
+    assert await store.get(good.cid) == b"fits"
+    assert synced == [store.root]  # one sync for both callers

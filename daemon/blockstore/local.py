@@ -52,7 +52,7 @@ class LocalBlockStore(BlockStore):
         self.root = root
         os.makedirs(root, mode=0o700, exist_ok=True)
         self._pool = bulk_pool(io_threads, "blocks")
-        self._sync_waiters: list[asyncio.Future] = []
+        self._sync_waiters: list[tuple[list[Block], asyncio.Future]] = []
         self._sync_task: asyncio.Task | None = None
 
     def path_of(self, cid: Cid) -> str:
@@ -101,27 +101,45 @@ class LocalBlockStore(BlockStore):
 
     async def sync(self) -> None:
         """Group commit: callers arriving while a flush runs share the next one."""
+        await self.put_protected([], [])
+
+    async def put_protected(self, blocks: list[Block], roots: list[Cid]) -> None:
+        """``put_many`` and ``sync`` in one hop: the blocks join the next group
+        commit, whose thread writes every caller's blocks, then runs one
+        ``syncfs`` for them all (roots need nothing more: pins are index rows).
+        Each caller gets its own write's failure; a failed sync fails them all."""
         waiter = asyncio.get_running_loop().create_future()
-        self._sync_waiters.append(waiter)
+        self._sync_waiters.append((blocks, waiter))
         if self._sync_task is None or self._sync_task.done():
             self._sync_task = asyncio.create_task(self._sync_loop())
         await waiter
 
+    def _write_then_sync(self, groups: list[list[Block]]) -> list[BaseException | None]:
+        failures: list[BaseException | None] = []
+        for blocks in groups:
+            try:
+                self._put_many_sync(blocks)
+                failures.append(None)
+            except OSError as exc:
+                failures.append(full_error("blocks") if is_full(exc) else exc)
+        sync_filesystem(self.root)
+        return failures
+
     async def _sync_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while self._sync_waiters:
-            waiters, self._sync_waiters = self._sync_waiters, []
+            group, self._sync_waiters = self._sync_waiters, []
             try:
-                await loop.run_in_executor(self._pool, sync_filesystem, self.root)
+                failures = await loop.run_in_executor(self._pool, self._write_then_sync, [b for b, _ in group])
             except OSError as exc:
-                failure = full_error("blocks") if is_full(exc) else exc
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(failure)
-                continue
-            for waiter in waiters:
-                if not waiter.done():
+                failures = [full_error("blocks") if is_full(exc) else exc] * len(group)
+            for (_, waiter), failure in zip(group, failures):
+                if waiter.done():
+                    continue
+                if failure is None:
                     waiter.set_result(None)
+                else:
+                    waiter.set_exception(failure)
 
     def get_blocking(self, cid: Cid) -> bytes:
         try:
