@@ -11,6 +11,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from daemon.blockstore import local as local_store
+
 from .fhir_check import check_r4
 
 LOINC = "http://loinc.org"
@@ -466,7 +468,15 @@ async def test_a_transaction_of_100_entries_is_one_index_commit_with_one_durabil
                         "request": {"method": "POST", "url": "Observation"}})
     monkeypatch.setattr(vault.db, "write", spy("write", vault.db.write))
     monkeypatch.setattr(vault.db, "audit_reads", spy("read audit", vault.db.audit_reads))
-    monkeypatch.setattr(vault.blocks, "sync", spy("sync", vault.blocks.sync))
+    # The durability wait itself: the local store's syncfs (since its
+    # put_protected joins the group commit without calling sync()).
+    real_sync = local_store.sync_filesystem
+
+    def counted_sync(root):
+        calls["sync"] += 1
+        real_sync(root)
+
+    monkeypatch.setattr(local_store, "sync_filesystem", counted_sync)
     resp, doc = await fhir.call("POST", "/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
     assert resp.status == 200 and len(doc["entry"]) == 100
     # one durable commit for the 100 records; the audit entry of looking up
