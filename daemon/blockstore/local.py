@@ -131,8 +131,8 @@ class LocalBlockStore(BlockStore):
             group, self._sync_waiters = self._sync_waiters, []
             try:
                 failures = await loop.run_in_executor(self._pool, self._write_then_sync, [b for b, _ in group])
-            except OSError as exc:
-                failures = [full_error("blocks") if is_full(exc) else exc] * len(group)
+            except Exception as exc:  # the sync failed (or a bug): every caller hears it, none waits for ever
+                failures = [full_error("blocks") if isinstance(exc, OSError) and is_full(exc) else exc] * len(group)
             for (_, waiter), failure in zip(group, failures):
                 if waiter.done():
                     continue
