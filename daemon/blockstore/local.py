@@ -33,15 +33,20 @@ def _shard(cid_text: str) -> str:
     return cid_text[-3:-1]
 
 
+def _as_reported(exc: BaseException) -> BaseException:
+    """A write that failed for want of space is the node's 507, not an OSError."""
+    return full_error("blocks") if isinstance(exc, OSError) and is_full(exc) else exc
+
+
 @contextmanager
 def _space_errors():
-    """A write that fails for want of space is the node's 507, not an OSError."""
     try:
         yield
     except OSError as exc:
-        if is_full(exc):
-            raise full_error("blocks") from None
-        raise
+        reported = _as_reported(exc)
+        if reported is exc:
+            raise
+        raise reported from None
 
 
 class LocalBlockStore(BlockStore):
@@ -121,7 +126,7 @@ class LocalBlockStore(BlockStore):
                 self._put_many_sync(blocks)
                 failures.append(None)
             except OSError as exc:
-                failures.append(full_error("blocks") if is_full(exc) else exc)
+                failures.append(_as_reported(exc))
         sync_filesystem(self.root)
         return failures
 
@@ -132,7 +137,7 @@ class LocalBlockStore(BlockStore):
             try:
                 failures = await loop.run_in_executor(self._pool, self._write_then_sync, [b for b, _ in group])
             except Exception as exc:  # the sync failed (or a bug): every caller hears it, none waits for ever
-                failures = [full_error("blocks") if isinstance(exc, OSError) and is_full(exc) else exc] * len(group)
+                failures = [_as_reported(exc)] * len(group)
             for (_, waiter), failure in zip(group, failures):
                 if waiter.done():
                     continue
