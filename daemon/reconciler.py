@@ -93,11 +93,21 @@ class Reconciler:
             except Exception as exc:  # never let the loop die; frames only, messages may carry data
                 log.error("reconcile pass crashed", extra={
                     "error_type": type(exc).__name__, "traceback": "".join(traceback.format_tb(exc.__traceback__))})
-            try:
-                await asyncio.wait_for(self._wake.wait(), pause)
-            except asyncio.TimeoutError:
-                pass
+            await self._pause(pause)
             self._wake.clear()
+
+    async def _pause(self, seconds: float) -> None:
+        """Until ``kick`` or ``seconds``. Not ``asyncio.wait_for``: on Python
+        3.11 it swallows a cancellation that arrives as the kick wakes it (it
+        returns the finished wait's result), so a daemon stopping just after
+        a kick (the audit anchor written at shutdown kicks) kept this loop
+        running and its stop waited for ever; ``asyncio.wait`` lets the
+        cancellation through."""
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({woken}, timeout=seconds)
+        finally:
+            woken.cancel()
 
     async def _bounded(self, jobs, action) -> list:
         """Runs ``action`` on every job, at most ``concurrency`` at a time;

@@ -197,3 +197,21 @@ async def test_pins_only_being_watched_come_longest_overdue_first(db):
     await db.write(seed)
     due = await db.read(pins.due, 1e12, 5)
     assert {r["cid"] for r in due} == {str(c) for c in older}
+
+
+async def test_a_reconciler_cancelled_as_a_kick_wakes_it_stops(db, tmp_path):
+    """The daemon's stop cancels the reconciler just after the shutdown anchor
+    kicked it. With asyncio.wait_for (Python 3.11) the finished wake-up
+    swallowed the cancellation, the loop ran on and the stop waited for ever
+    (seen once as a hung CI run)."""
+    import asyncio
+
+    from daemon.blockstore.local import LocalBlockStore, LocalPinner
+
+    reconciler = Reconciler(db, LocalPinner(LocalBlockStore(str(tmp_path / "blocks"))), interval=60)
+    task = asyncio.create_task(reconciler.run())
+    await until(lambda: reconciler._wake._waiters, 5, "the reconciler to wait for its next pass")
+    reconciler.kick()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert task in done and task.cancelled()
