@@ -3,6 +3,7 @@ there before it (a crash's torn file, a folder removed by hand)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import threading
@@ -13,7 +14,7 @@ import pytest
 from daemon.blocks import Block
 from daemon.blockstore.local import LocalBlockStore
 from daemon.blockstore.tracked import TrackedPuts
-from daemon.errors import BlockNotFound, IntegrityError
+from daemon.errors import BlockNotFound, InsufficientStorage, IntegrityError
 
 
 @pytest.fixture
@@ -100,10 +101,6 @@ async def test_a_block_made_and_put_in_one_hop_is_tracked_even_when_its_caller_i
 async def test_callers_sharing_a_group_commit_each_get_their_own_write_failure(store, monkeypatch):
     """Blocks and the sync go in one hop for everyone waiting: a write that
     fails for want of space fails its own caller (507), not the others."""
-    import errno
-
-    from daemon.errors import InsufficientStorage
-
     good, doomed = Block.raw(b"fits"), Block.raw(b"does not fit")
     write = store._write
 

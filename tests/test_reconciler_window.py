@@ -2,6 +2,7 @@
 the real three-peer Cluster (and on a Cluster that is not there)."""
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -11,6 +12,7 @@ from daemon.blocks import Block
 from daemon.blockstore.base import Pinner, PinStatus
 from daemon.blockstore.cluster import ClusterPinner, ClusterRest
 from daemon.blockstore.kubo import KuboBlockStore, KuboRpc
+from daemon.blockstore.local import LocalBlockStore, LocalPinner
 from daemon.errors import BackendUnavailable
 from daemon.reconciler import Reconciler, classify
 from indexer import pins
@@ -204,10 +206,6 @@ async def test_a_reconciler_cancelled_as_a_kick_wakes_it_stops(db, tmp_path):
     kicked it. With asyncio.wait_for (Python 3.11) the finished wake-up
     swallowed the cancellation, the loop ran on and the stop waited for ever
     (seen once as a hung CI run)."""
-    import asyncio
-
-    from daemon.blockstore.local import LocalBlockStore, LocalPinner
-
     reconciler = Reconciler(db, LocalPinner(LocalBlockStore(str(tmp_path / "blocks"))), interval=60)
     task = asyncio.create_task(reconciler.run())
     await until(lambda: reconciler._wake._waiters, 5, "the reconciler to wait for its next pass")
